@@ -1,0 +1,26 @@
+"""The test suite runs on the real services: PostgreSQL and Redis (see scripts/ensure-services.sh).
+
+TEST_DATABASE_URL / TEST_REDIS_URL override the local defaults.
+"""
+
+import os
+
+import dj_database_url
+
+from config.settings.base import *  # noqa: F403
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chorus")
+    )
+}
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+# Unit and integration tests run tasks in-process; tests marked `worker` start a real worker on Redis.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"  # noqa: F405
+DEBUG = False

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from feedback.profile_schema import ALL_FIELD_NAMES
+
+
+def _default_profile_fields() -> list[str]:
+    return list(ALL_FIELD_NAMES)
+
+
+def text_hash(text: str) -> str:
+    # Embeddings are stored once per distinct text; this is their key.
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CLOSED = "closed", "Closed"
+
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=80, unique=True)
+    instructions = models.TextField(blank=True, default="")
+    consent_text = models.TextField(blank=True, default="")
+    profile_fields = models.JSONField(default=_default_profile_fields, blank=True)
+    overlap_target = models.PositiveIntegerField(default=3, help_text="Judgments wanted per pair.")
+    pairs_per_annotator = models.PositiveIntegerField(default=10, help_text="Pairs each annotator labels.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    selector = models.CharField(max_length=40, default="random")
+    model_kind = models.CharField(max_length=10, default="vpl")
+    completion_url = models.URLField(
+        blank=True, default="", help_text="Crowd-platform return link; {code} is replaced by the completion code."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    researchers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="studies")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_open(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    def has_researcher(self, user) -> bool:
+        if not user.is_authenticated:
+            return False
+        if user.is_superuser:
+            return True
+        return self.created_by_id == user.pk or self.researchers.filter(pk=user.pk).exists()
+
+
+class Prompt(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prompts")
+    # Earlier turns of a multi-turn conversation: [{"role": "user"|"assistant", "content": str}, ...].
+    context = models.JSONField(default=list, blank=True)
+    text = models.TextField()  # the final user turn the candidates answer
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+    def as_messages(self) -> list[dict[str, str]]:
+        return [*self.context, {"role": "user", "content": self.text}]
+
+
+class Candidate(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    text = models.TextField()
+    model_name = models.CharField(max_length=200, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    text_hash = models.CharField(max_length=64, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.model_name or 'candidate'} #{self.pk}"
+
+
+class Pair(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
+    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    # The label the data came with (TRL / hh-rlhf "chosen"), kept for reference and agreement checks.
+    reference_choice = models.CharField(max_length=1, blank=True, default="")
+    # Claimed slots (open + judged assignments); never exceeds the study's overlap target.
+    n_assigned = models.PositiveIntegerField(default=0)
+    n_judgments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="pair_unique_candidates"),
+            models.CheckConstraint(condition=~Q(candidate_a=models.F("candidate_b")), name="pair_distinct"),
+        ]
+        indexes = [models.Index(fields=["study", "n_assigned"])]
+
+    def __str__(self) -> str:
+        return f"Pair #{self.pk}"
+
+
+def _completion_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+def _pseudonym() -> str:
+    return "ann_" + secrets.token_hex(6)
+
+
+class Annotator(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="annotators")
+    # Each join creates its own user, so a person's sessions in different studies stay separate.
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator")
+    external_id = models.CharField(max_length=200, blank=True, default="", help_text="e.g. a Prolific PID")
+    # Stable pseudonym used in exports and dashboards, never the crowd-platform id.
+    pseudonym = models.CharField(max_length=20, unique=True, default=_pseudonym)
+    consented_at = models.DateTimeField(null=True, blank=True)
+    profile_completed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completion_code = models.CharField(max_length=16, default=_completion_code)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], condition=~Q(external_id=""), name="annotator_unique_external_id"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.pseudonym
+
+
+class Profile(models.Model):
+    annotator = models.OneToOneField(Annotator, on_delete=models.CASCADE, related_name="profile")
+    # PRISM field name -> code (see feedback.profile_schema); "prefer-not-to-say" is an explicit skip.
+    data = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Profile of {self.annotator}"
+
+
+class Assignment(models.Model):
+    class Order(models.TextChoices):
+        AB = "ab", "candidate A shown on the left"
+        BA = "ba", "candidate B shown on the left"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="assignments")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    shown_order = models.CharField(max_length=2, choices=Order.choices)
+    # A deliberate second showing (sides swapped) to measure the annotator's consistency.
+    is_repeat = models.BooleanField(default=False)
+    selector = models.CharField(max_length=40, default="random")
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "pair"], condition=Q(is_repeat=False), name="assignment_once_per_pair"
+            )
+        ]
+        indexes = [models.Index(fields=["annotator", "completed_at"])]
+
+    def __str__(self) -> str:
+        return f"Assignment #{self.pk}"
+
+    def is_open(self) -> bool:
+        return self.completed_at is None and self.released_at is None
+
+    def left_right(self) -> tuple[Candidate, Candidate]:
+        a, b = self.pair.candidate_a, self.pair.candidate_b
+        return (a, b) if self.shown_order == self.Order.AB else (b, a)
+
+
+class Judgment(models.Model):
+    class Choice(models.TextChoices):
+        A = "a", "A"
+        B = "b", "B"
+        TIE = "tie", "Tie"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="judgments")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="judgments")
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
+    # Always in the pair's terms (candidate_a / candidate_b), whatever side it was shown on.
+    choice = models.CharField(max_length=3, choices=Choice.choices)
+    shown_order = models.CharField(max_length=2, choices=Assignment.Order.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)  # 1–100 slider, as in PRISM
+    rationale = models.TextField(blank=True, default="")
+    time_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "client_key"], name="judgment_client_key_once"),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=100), name="judgment_strength"
+            ),
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Judgment #{self.pk}"
+
+    @property
+    def chosen_side_shown(self) -> str:
+        """The side the annotator clicked ("left"/"right"/"tie") — for side-bias checks."""
+        if self.choice == self.Choice.TIE:
+            return "tie"
+        a_left = self.shown_order == Assignment.Order.AB
+        return "left" if (self.choice == self.Choice.A) == a_left else "right"
