@@ -12,5 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("feedback.api_urls")),
+    path("api/v1/", include("feedback.api_urls_exports")),
+    path("api/v1/", include("training.api_urls")),
     path("", include("feedback.urls")),
 ]

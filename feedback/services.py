@@ -326,3 +326,13 @@ def annotator_finish(*, annotator: Annotator) -> Annotator:
         Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=timezone.now())
         annotator.refresh_from_db(fields=["completed_at"])
     return annotator
+
+
+def study_set_status(*, study: Study, status: str) -> Study:
+    """Open, pause or close a study (a paused or closed study accepts no new annotators or assignments)."""
+    if status not in Study.Status.values:
+        raise ServiceError(f"status must be one of {list(Study.Status.values)}")
+    if study.status != status:
+        study.status = status
+        study.save(update_fields=["status"])
+    return study

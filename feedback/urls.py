@@ -1,4 +1,9 @@
-from django.urls import path
+from django.urls import include, path
 
 app_name = "feedback"
-urlpatterns: list = []
+# Annotator pages live under /s/<slug>/…, researcher pages under /studies/….
+urlpatterns = [
+    path("", include("feedback.urls_annotate")),
+    path("", include("feedback.urls_research")),
+    path("", include("feedback.urls_exports")),
+]

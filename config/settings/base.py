@@ -188,3 +188,24 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Text encoder for reward models: None = all-MiniLM-L6-v2 from the PyPI package; else a local folder.
+CHORUS_ENCODER_PATH = os.environ.get("CHORUS_ENCODER_PATH", "")
+CHORUS_ENCODER_DEVICE = os.environ.get("CHORUS_ENCODER_DEVICE", "auto")
+CHORUS_ENCODER_BATCH_SIZE = env_int("CHORUS_ENCODER_BATCH_SIZE", 64)
+# Global retraining: after this many new judgments, or this many minutes with any new judgment.
+CHORUS_RETRAIN_EVERY_JUDGMENTS = env_int("CHORUS_RETRAIN_EVERY_JUDGMENTS", 200)
+CHORUS_RETRAIN_EVERY_MINUTES = env_int("CHORUS_RETRAIN_EVERY_MINUTES", 30)
+CHORUS_RETRAIN_MIN_JUDGMENTS = env_int("CHORUS_RETRAIN_MIN_JUDGMENTS", 20)
+# Share of judgments held out to evaluate a candidate model before it may become active.
+CHORUS_HELDOUT_FRACTION = float(os.environ.get("CHORUS_HELDOUT_FRACTION", "0.2"))
+# A training job whose heartbeat is older than this is considered dead and may be claimed again.
+CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)
+
+CELERY_BEAT_SCHEDULE = {
+    "retrain-due-studies": {"task": "training.tasks.retrain_due_studies", "schedule": 60.0},
+}
+# Active learning "mixed" selector: share of next pairs drawn overlap-balanced at random.
+CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
+# Embed a study's texts right after import (on the gpu queue); tests turn this off for speed.
+CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)

@@ -24,3 +24,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"  # noqa: F405
 DEBUG = False
+# Training reacts only where a test asks for it (those tests override these).
+CHORUS_EMBED_ON_IMPORT = False
+CHORUS_RETRAIN_MIN_JUDGMENTS = 10**9
+CHORUS_RETRAIN_EVERY_JUDGMENTS = 10**9

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from feedback import services as feedback_services
+from training import services
+from training.models import AnnotatorPosterior, ModelVersion, TextEmbedding
+from tests.training.conftest import label_all, likes_long
+
+
+@pytest.mark.django_db
+def test_it_embeds_study_texts_once_on_import(style_study):
+    # 20 prompt conversations + 30 distinct responses (topics repeat every 10 prompts: stored once)
+    assert TextEmbedding.objects.count() == 50
+    from training.embeddings import embed_study
+
+    assert embed_study(style_study.pk) == 0  # nothing new the second time
+
+
+@pytest.mark.django_db
+def test_it_trains_activates_and_personalizes(style_study):
+    annotators = label_all(style_study)
+    version = services.model_version_request(study=style_study)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.ACTIVE, version.error
+    assert version.metrics["n_train"] > 0
+    assert "gender" in version.metrics["groups"]
+    assert version.metrics["accuracy"] >= version.metrics["accuracy_population"]
+    # activation refreshed every annotator's posterior under the new version
+    states = AnnotatorPosterior.objects.filter(model_version=version)
+    assert states.count() == len(annotators)
+    # the personalized prediction follows each annotator's own taste
+    pair = style_study.pairs.select_related("candidate_a", "candidate_b").first()
+    a, b = pair.candidate_a, pair.candidate_b
+    a_long = len(a.text) > len(b.text)
+    for k, ann in enumerate(annotators):
+        out = services.predict_for_annotator(annotator=ann, candidate_a=a, candidate_b=b)
+        prefers_a = out["p_a"] > 0.5
+        if a_long != (len(a.text) == len(b.text)):
+            assert prefers_a == (a_long == likes_long(k)), (k, out)
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_active_model_when_training_fails(style_study, monkeypatch):
+    label_all(style_study, n_annotators=4, per_annotator=10)
+    first = services.model_version_request(study=style_study)
+    first.refresh_from_db()
+    assert first.status == ModelVersion.Status.ACTIVE
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("GPU fell off the bus")
+
+    monkeypatch.setattr(services, "_fit", boom)
+    second = services.model_version_request(study=style_study, kind="pal")
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert second.status == ModelVersion.Status.FAILED
+    assert "GPU fell off the bus" in second.error
+    assert first.status == ModelVersion.Status.ACTIVE
+
+
+@pytest.mark.django_db
+def test_it_updates_posteriors_idempotently_with_prequential_accuracy(style_study):
+    annotators = label_all(style_study, n_annotators=4, per_annotator=10)
+    version = services.model_version_request(study=style_study)
+    version.refresh_from_db()
+    ann = annotators[0]
+    state = AnnotatorPosterior.objects.get(annotator=ann, model_version=version)
+    before = (state.n_predicted, state.last_judgment_id, state.state)
+    again = services.posterior_update(annotator_id=ann.pk)  # a replayed task
+    assert (again.n_predicted, again.last_judgment_id, again.state) == before
+    # one more judgment folds in exactly one label
+    asg = feedback_services.assignment_next(annotator=ann)
+    feedback_services.judgment_create(annotator=ann, pair=asg.pair, choice="a", client_key="extra")
+    state.refresh_from_db()
+    assert state.n_predicted == before[0] + 1
+    assert 0 <= state.n_correct <= state.n_predicted
+
+
+@pytest.mark.django_db
+def test_it_claims_a_training_job_once(style_study):
+    label_all(style_study, n_annotators=2, per_annotator=5)
+    version = ModelVersion.objects.create(study=style_study, kind="bt", data_cutoff=10**9)
+    assert services._claim(version.pk) is True
+    assert services._claim(version.pk) is False  # a second worker backs off
+    with pytest.raises(services.TrainingBusy):
+        services.model_version_train(model_version_id=version.pk)

@@ -1,0 +1,36 @@
+"""How the feedback app's writes reach training: enqueue after commit, never block the request.
+
+A broker outage must not lose or fail a judgment: enqueue errors are logged, and the next update
+for that annotator catches up on everything (posterior_update folds in all newer judgments).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from feedback.models import Judgment, Study
+
+log = logging.getLogger(__name__)
+
+
+def on_judgment_created(judgment: Judgment) -> None:
+    from training.tasks import maybe_retrain, update_annotator_posterior
+
+    try:
+        update_annotator_posterior.delay(judgment.annotator_id)
+        maybe_retrain.delay(judgment.pair.study_id)
+    except Exception:
+        log.warning("could not enqueue training for judgment %s; it will catch up", judgment.pk, exc_info=True)
+
+
+def on_study_imported(study: Study) -> None:
+    from django.conf import settings
+
+    from training.tasks import embed_study_texts
+
+    if not settings.CHORUS_EMBED_ON_IMPORT:
+        return
+    try:
+        embed_study_texts.delay(study.pk)
+    except Exception:
+        log.warning("could not enqueue embedding of study %s", study.pk, exc_info=True)

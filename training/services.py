@@ -1,0 +1,408 @@
+"""Writes of the training domain: model versions, global retraining, online per-user posteriors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from feedback.models import Annotator, Judgment, Study
+from feedback.profile_schema import group_value, groupable_fields
+from feedback.realtime import annotator_group, send_event, study_group
+from personalization import Posterior, load_model
+from training.embeddings import ensure_vectors, get_encoder, prompt_text
+from training.models import AnnotatorPosterior, ModelVersion
+
+log = logging.getLogger(__name__)
+MODEL_KINDS = ("bt", "vpl", "pal")
+
+
+class TrainingBusy(Exception):
+    """Another live worker holds this training job; the task retries later."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: judgments -> embedding tensors
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class JudgmentBatch:
+    ids: list[int]
+    annotator_ids: list[int]
+    prompt: torch.Tensor  # (n, d)
+    chosen: torch.Tensor  # (n, d)
+    rejected: torch.Tensor  # (n, d)
+
+
+def _judgment_rows(judgments) -> list[Judgment]:
+    # Ties carry no direction for a Bradley–Terry likelihood; they count in agreement stats only.
+    return list(
+        judgments.exclude(choice=Judgment.Choice.TIE)
+        .select_related("pair__prompt", "pair__candidate_a", "pair__candidate_b")
+        .order_by("id")
+    )
+
+
+def judgments_to_batch(rows: list[Judgment]) -> JudgmentBatch:
+    texts: dict[str, str] = {}
+    keys = []
+    for j in rows:
+        pt = prompt_text(j.pair.prompt)
+        from feedback.models import text_hash
+
+        ph = text_hash(pt)
+        texts[ph] = pt
+        a, b = j.pair.candidate_a, j.pair.candidate_b
+        texts[a.text_hash] = a.text
+        texts[b.text_hash] = b.text
+        chosen, rejected = (a, b) if j.choice == Judgment.Choice.A else (b, a)
+        keys.append((ph, chosen.text_hash, rejected.text_hash))
+    vectors = ensure_vectors(texts) if texts else {}
+    dim = get_encoder().dim
+
+    def stack(col: int) -> torch.Tensor:
+        if not keys:
+            return torch.zeros(0, dim)
+        return torch.from_numpy(np.stack([vectors[k[col]] for k in keys]))
+
+    return JudgmentBatch(
+        ids=[j.id for j in rows],
+        annotator_ids=[j.annotator_id for j in rows],
+        prompt=stack(0),
+        chosen=stack(1),
+        rejected=stack(2),
+    )
+
+
+def is_heldout(judgment_id: int, fraction: float) -> bool:
+    # Deterministic in the id, so a retried training job evaluates on exactly the same slice.
+    return (judgment_id * 2654435761 % 2**32) / 2**32 < fraction
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model versions
+# ---------------------------------------------------------------------------------------------------
+def active_version(study_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(study_id=study_id, status=ModelVersion.Status.ACTIVE).first()
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, mtime: float):
+    model = load_model(path)
+    model.eval()
+    return model
+
+
+def load_version_model(version: ModelVersion):
+    path = Path(version.artifact_path)
+    return _load_cached(str(path), path.stat().st_mtime)
+
+
+def model_version_request(*, study: Study, kind: str | None = None) -> ModelVersion:
+    """Queue a global retrain of the study's model now (idempotent while one is queued or training)."""
+    kind = kind or study.model_kind
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}")
+    with transaction.atomic():
+        Study.objects.select_for_update().filter(pk=study.pk).first()
+        pending = ModelVersion.objects.filter(
+            study=study, kind=kind, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]
+        ).first()
+        if pending:
+            return pending
+        cutoff = Judgment.objects.filter(pair__study=study).aggregate(m=Max("id"))["m"] or 0
+        version = ModelVersion.objects.create(study=study, kind=kind, data_cutoff=cutoff)
+        from training.tasks import retrain_study_model
+
+        transaction.on_commit(lambda: retrain_study_model.delay(version.pk))
+    return version
+
+
+def _claim(version_id: int) -> bool:
+    """Conditional UPDATE: only one worker trains a version; a dead worker's stale claim can be taken over."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CHORUS_TRAINING_STALE_SECONDS)
+    claimable = Q(status=ModelVersion.Status.QUEUED) | Q(status=ModelVersion.Status.TRAINING, heartbeat_at__lt=stale)
+    from django.db.models import F
+
+    return bool(
+        ModelVersion.objects.filter(claimable, pk=version_id).update(
+            status=ModelVersion.Status.TRAINING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+        )
+    )
+
+
+def _heartbeat(version_id: int) -> None:
+    ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).update(heartbeat_at=timezone.now())
+
+
+def model_version_train(*, model_version_id: int) -> ModelVersion:
+    """Train, evaluate on the held-out slice, and activate if not worse than the active version.
+
+    Any failure marks only this version failed; the active version is never touched before the
+    new one has been saved and evaluated.
+    """
+    version = ModelVersion.objects.select_related("study").get(pk=model_version_id)
+    if version.status not in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
+        return version  # replayed task: already done
+    if not _claim(model_version_id):
+        version.refresh_from_db()
+        if version.status == ModelVersion.Status.TRAINING:
+            raise TrainingBusy(f"model version {model_version_id} is being trained by another worker")
+        return version
+    try:
+        _train_and_evaluate(version)
+    except Exception as exc:
+        log.exception("training of model version %s failed", model_version_id)
+        ModelVersion.objects.filter(pk=model_version_id).update(
+            status=ModelVersion.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-4000:]}",
+            finished_at=timezone.now(),
+        )
+    version.refresh_from_db()
+    send_event(study_group(version.study_id), "model_version", {"id": version.pk, "status": version.status})
+    return version
+
+
+def _profiles(study: Study) -> dict[int, dict[str, Any]]:
+    return {
+        a.pk: (a.profile.data if hasattr(a, "profile") else {})
+        for a in Annotator.objects.filter(study=study).select_related("profile")
+    }
+
+
+def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], seed: int):
+    from personalization import FitConfig, PreferenceData, fit
+
+    user_ids = [str(a) for a in dict.fromkeys(batch.annotator_ids)]
+    index = {u: i for i, u in enumerate(user_ids)}
+    data = PreferenceData(
+        torch.tensor([index[str(a)] for a in batch.annotator_ids], dtype=torch.long),
+        batch.prompt,
+        batch.chosen,
+        batch.rejected,
+        user_ids,
+    )
+    config = FitConfig(progress=False)
+    return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
+
+
+def _evaluate(
+    model, train: JudgmentBatch, heldout: JudgmentBatch, profiles: dict[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """Held-out accuracy: population model (no user info) vs personalized (user's train labels + profile)."""
+    if not heldout.ids:
+        return {"n_heldout": 0}
+    by_user: dict[int, list[int]] = {}
+    for i, a in enumerate(train.annotator_ids):
+        by_user.setdefault(a, []).append(i)
+    population = model.prior(None)
+    correct_pop = np.zeros(len(heldout.ids), dtype=bool)
+    correct_pers = np.zeros(len(heldout.ids), dtype=bool)
+    rows_by_user: dict[int, list[int]] = {}
+    for i, a in enumerate(heldout.annotator_ids):
+        rows_by_user.setdefault(a, []).append(i)
+    for a, rows in rows_by_user.items():
+        idx = torch.tensor(rows)
+        p, c, r = heldout.prompt[idx], heldout.chosen[idx], heldout.rejected[idx]
+        ctx_idx = by_user.get(a, [])
+        ctx = (train.prompt[ctx_idx], train.chosen[ctx_idx], train.rejected[ctx_idx]) if ctx_idx else None
+        post = model.posterior(ctx, profile=profiles.get(a) or None)
+        correct_pers[rows] = (model.predict_proba(post, p, c, r)[0] > 0.5).numpy()
+        correct_pop[rows] = (model.predict_proba(population, p, c, r)[0] > 0.5).numpy()
+    metrics: dict[str, Any] = {
+        "n_heldout": len(heldout.ids),
+        "accuracy": float(correct_pers.mean()),
+        "accuracy_population": float(correct_pop.mean()),
+        "groups": {},
+    }
+    for field in groupable_fields():
+        groups: dict[str, dict[str, Any]] = {}
+        for g in sorted({group_value(profiles.get(a, {}), field) for a in rows_by_user}):
+            rows = [i for a, rs in rows_by_user.items() if group_value(profiles.get(a, {}), field) == g for i in rs]
+            groups[g] = {
+                "n": len(rows),
+                "accuracy": float(correct_pers[rows].mean()),
+                "accuracy_population": float(correct_pop[rows].mean()),
+            }
+        metrics["groups"][field] = groups
+    return metrics
+
+
+def _train_and_evaluate(version: ModelVersion) -> None:
+    study = version.study
+    rows = _judgment_rows(Judgment.objects.filter(pair__study=study, id__lte=version.data_cutoff))
+    fraction = settings.CHORUS_HELDOUT_FRACTION
+    train_rows = [j for j in rows if not is_heldout(j.id, fraction)]
+    held_rows = [j for j in rows if is_heldout(j.id, fraction)]
+    if len(train_rows) < 2:
+        raise ValueError(f"not enough judgments to train on ({len(train_rows)})")
+    profiles = _profiles(study)
+    train, held = judgments_to_batch(train_rows), judgments_to_batch(held_rows)
+    _heartbeat(version.pk)
+    started = time.perf_counter()
+    model = _fit(version.kind, train, profiles, seed=version.pk)
+    fit_seconds = time.perf_counter() - started
+    _heartbeat(version.pk)
+    metrics = _evaluate(model, train, held, profiles)
+    metrics["fit_seconds"] = round(fit_seconds, 3)
+    metrics["n_train"] = len(train_rows)
+
+    # Write the artifact to a temp folder and rename: a killed worker never leaves a half model behind.
+    final = Path(settings.ARTIFACTS_DIR) / f"study-{study.pk}" / f"version-{version.pk}"
+    tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1000)}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+    with transaction.atomic():
+        current = ModelVersion.objects.select_for_update().filter(study=study, status=ModelVersion.Status.ACTIVE).first()
+        better = True
+        if current is not None and metrics.get("n_heldout"):
+            # Compare on THIS held-out slice, with the same user context, so the comparison is fair.
+            old = load_version_model(current)
+            old_metrics = _evaluate(old, train, held, profiles)
+            metrics["accuracy_active_before"] = old_metrics.get("accuracy")
+            better = metrics["accuracy"] >= old_metrics.get("accuracy", 0.0)
+        status = ModelVersion.Status.ACTIVE if better else ModelVersion.Status.READY
+        if better and current is not None:
+            current.status = ModelVersion.Status.RETIRED
+            current.save(update_fields=["status"])
+        ModelVersion.objects.filter(pk=version.pk).update(
+            status=status,
+            metrics=metrics,
+            artifact_path=str(final),
+            n_train=len(train_rows),
+            n_heldout=len(held_rows),
+            finished_at=timezone.now(),
+            error="",
+        )
+        if better:
+            from training.tasks import refresh_study_posteriors
+
+            transaction.on_commit(lambda: refresh_study_posteriors.delay(study.pk))
+
+
+def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | None:
+    """Queue a retrain after N new judgments, or after T minutes when anything new arrived."""
+    last = ModelVersion.objects.filter(study=study).exclude(status=ModelVersion.Status.FAILED).order_by("-id").first()
+    if last and last.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
+        return None
+    total = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE)
+    cutoff = last.data_cutoff if last else 0
+    new = total.filter(id__gt=cutoff).count()
+    if last is None:
+        due = new >= settings.CHORUS_RETRAIN_MIN_JUDGMENTS
+    else:
+        age = timezone.now() - (last.finished_at or last.created_at)
+        due = new >= settings.CHORUS_RETRAIN_EVERY_JUDGMENTS or (
+            new > 0 and (force_time or age >= timedelta(minutes=settings.CHORUS_RETRAIN_EVERY_MINUTES))
+        )
+    return model_version_request(study=study) if due else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-user online posteriors
+# ---------------------------------------------------------------------------------------------------
+def annotator_posterior(annotator: Annotator, version: ModelVersion) -> Posterior:
+    """The annotator's current posterior (stored), or the profile prior if they have none yet."""
+    stored = AnnotatorPosterior.objects.filter(annotator=annotator, model_version=version).first()
+    if stored is not None:
+        return Posterior.from_dict(stored.state)
+    model = load_version_model(version)
+    profile = annotator.profile.data if hasattr(annotator, "profile") else None
+    return model.prior(profile)
+
+
+def posterior_update(*, annotator_id: int) -> AnnotatorPosterior | None:
+    """Fold every judgment of the annotator not yet in their posterior into it, in order.
+
+    Catching up on everything newer than last_judgment_id (rather than "the judgment that triggered
+    me") makes replays no-ops and lets updates skipped during a broker outage catch up later.
+    Each label is predicted before it is folded in (prequential accuracy: honest, never trained on).
+    """
+    annotator = Annotator.objects.select_related("study", "profile").get(pk=annotator_id)
+    version = active_version(annotator.study_id)
+    if version is None:
+        return None
+    model = load_version_model(version)
+    with transaction.atomic():
+        state, created = AnnotatorPosterior.objects.select_for_update().get_or_create(
+            annotator=annotator, model_version=version, defaults={"state": {}}
+        )
+        post = (
+            Posterior.from_dict(state.state)
+            if state.state
+            else model.prior(annotator.profile.data if hasattr(annotator, "profile") else None)
+        )
+        rows = _judgment_rows(Judgment.objects.filter(annotator=annotator, id__gt=state.last_judgment_id))
+        if not rows:
+            if created:
+                state.state = post.to_dict()
+                state.save()
+            return state
+        batch = judgments_to_batch(rows)
+        for i in range(len(rows)):
+            p, c, r = batch.prompt[i : i + 1], batch.chosen[i : i + 1], batch.rejected[i : i + 1]
+            prob = float(model.predict_proba(post, p, c, r)[0][0])
+            state.n_predicted += 1
+            state.n_correct += int(prob > 0.5)
+            post = model.update(post, p, c, r)
+        state.state = post.to_dict()
+        state.n_labels = post.n_labels
+        state.last_judgment_id = max(state.last_judgment_id, rows[-1].id)
+        state.save()
+    accuracy = state.accuracy
+    send_event(
+        annotator_group(annotator.pk),
+        "model_updated",
+        {
+            "n_labels": state.n_predicted,
+            "accuracy": accuracy,
+            "message": (
+                f"Your model now predicts {round(100 * accuracy)}% of your choices"
+                f" ({state.n_correct} of {state.n_predicted}, each predicted before it was learned)."
+            )
+            if accuracy is not None
+            else "",
+        },
+    )
+    return state
+
+
+def predict_for_annotator(*, annotator: Annotator, candidate_a, candidate_b) -> dict[str, Any]:
+    version = active_version(annotator.study_id)
+    if version is None:
+        raise LookupError("no trained model for this study yet")
+    if candidate_a.prompt_id != candidate_b.prompt_id:
+        raise ValueError("both candidates must answer the same prompt")
+    model = load_version_model(version)
+    post = annotator_posterior(annotator, version)
+    prompt = candidate_a.prompt
+    pt = prompt_text(prompt)
+    from feedback.models import text_hash
+
+    vecs = ensure_vectors({text_hash(pt): pt, candidate_a.text_hash: candidate_a.text, candidate_b.text_hash: candidate_b.text})
+    p = torch.from_numpy(vecs[text_hash(pt)]).unsqueeze(0)
+    a = torch.from_numpy(vecs[candidate_a.text_hash]).unsqueeze(0)
+    b = torch.from_numpy(vecs[candidate_b.text_hash]).unsqueeze(0)
+    prob, std = model.predict_proba(post, p, a, b)
+    return {"p_a": float(prob[0]), "std": float(std[0]), "model_version": version.pk, "n_labels": post.n_labels}
+
+
+def stale_retry_seconds() -> int:
+    return max(5, settings.CHORUS_TRAINING_STALE_SECONDS // 2)
