@@ -14,5 +14,7 @@ urlpatterns = [
     path("api/v1/", include("feedback.api_urls")),
     path("api/v1/", include("feedback.api_urls_exports")),
     path("api/v1/", include("training.api_urls")),
+    path("api/v1/", include("training.api_urls_dashboard")),
+    path("", include("training.urls")),
     path("", include("feedback.urls")),
 ]

@@ -10,7 +10,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +24,9 @@ __all__ = [
     "rank_correlation",
     "wilson_interval",
 ]
+
+# Item ids (comparison pairs, prompts...) are whatever the caller keys its labels by.
+ItemT = TypeVar("ItemT", bound=Hashable)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -110,7 +113,7 @@ def _sum_by_index(values: FloatArray, index: IntArray, size: int) -> FloatArray:
     rows = values.shape[0]
     flat = (np.arange(rows, dtype=np.intp)[:, None] * size + index[None, :]).ravel()
     out = np.bincount(flat, weights=values.ravel(), minlength=rows * size)
-    return out.reshape(rows, size)
+    return out.reshape(rows, size).astype(np.float64, copy=False)
 
 
 def _softplus(x: FloatArray) -> FloatArray:
@@ -157,10 +160,10 @@ def _fit_strengths(
 
         # Hessian = weighted graph Laplacian of the comparison graph + ridge * I. Pairs are unique, so the
         # off-diagonal entries can be assigned rather than accumulated.
-        hess = np.zeros((rounds, n_models * n_models))
-        hess[:, off_ij] = -w_pair
-        hess[:, off_ji] = -w_pair
-        hess = hess.reshape(rounds, n_models, n_models)
+        flat_hess = np.zeros((rounds, n_models * n_models))
+        flat_hess[:, off_ij] = -w_pair
+        flat_hess[:, off_ji] = -w_pair
+        hess = flat_hess.reshape(rounds, n_models, n_models)
         degree = _sum_by_index(w_pair, pair_i, n_models) + _sum_by_index(w_pair, pair_j, n_models)
         hess[:, diag, diag] = degree + ridge
         step = -np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
@@ -246,9 +249,7 @@ def bradley_terry(
         return {}
     _check_scale(anchor, data.models, scale, base)
     n, s = data.pair_totals(data.kind_counts[None, :].astype(np.float64))
-    theta = _fit_strengths(
-        data.pair_i, data.pair_j, n, s, len(data.models), ridge=ridge, max_iter=max_iter
-    )
+    theta = _fit_strengths(data.pair_i, data.pair_j, n, s, len(data.models), ridge=ridge, max_iter=max_iter)
     present = np.ones_like(theta, dtype=bool)
     ratings = _to_ratings(
         theta, present, data.models, anchor=anchor, scale=scale, base=base, init_rating=init_rating
@@ -391,7 +392,7 @@ def krippendorff_alpha(data: Sequence[Sequence[Hashable | None]], level: str = "
 
     values: list[Hashable] = list({v for u in units for v in u})
     if level != "nominal":
-        values.sort()  # type: ignore[type-var]  # ordinal/interval/ratio values are orderable by contract
+        values = sorted(cast(list[Any], values))  # orderable by contract for these levels
     index = {v: i for i, v in enumerate(values)}
     k = len(values)
 
@@ -441,7 +442,7 @@ def _agreeing_pairs(labels: Iterable[Hashable | None]) -> tuple[int, int]:
     return sum(c * (c - 1) // 2 for c in counts.values()), m * (m - 1) // 2
 
 
-def pairwise_agreement(labels_by_item: Mapping[Hashable, Sequence[Hashable | None]]) -> float:
+def pairwise_agreement(labels_by_item: Mapping[ItemT, Sequence[Hashable | None]]) -> float:
     """Share of agreeing label pairs among all unordered label pairs on the same item (None skipped).
 
     Pooled over items rather than averaged per item, so an item labelled by many people weighs more, as
@@ -456,8 +457,8 @@ def pairwise_agreement(labels_by_item: Mapping[Hashable, Sequence[Hashable | Non
 
 
 def between_group_agreement(
-    labels_a: Mapping[Hashable, Sequence[Hashable | None]],
-    labels_b: Mapping[Hashable, Sequence[Hashable | None]],
+    labels_a: Mapping[ItemT, Sequence[Hashable | None]],
+    labels_b: Mapping[ItemT, Sequence[Hashable | None]],
 ) -> float:
     """Share of agreeing (label from group A, label from group B) pairs, pooled over shared items.
 

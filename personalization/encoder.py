@@ -307,11 +307,10 @@ class EmbeddingCache:
             for key in keys:
                 vec = self._mem.get(key)
                 if vec is None:
-                    if key not in found:
-                        missing.append(key)
+                    missing.append(key)
                 else:
                     found[key] = vec.float()
-            return found, list(dict.fromkeys(missing))
+            return found, list(dict.fromkeys(missing))  # each missing key once, in input order
 
     def put_many(self, keys: Sequence[str], vectors: torch.Tensor) -> None:
         """Store ``vectors[i]`` under ``keys[i]`` (keys must be :func:`text_key` values); stored as float16."""

@@ -14,8 +14,11 @@ log = logging.getLogger(__name__)
 
 
 def on_judgment_created(judgment: Judgment) -> None:
+    from feedback.realtime import send_event, study_group
     from training.tasks import maybe_retrain, update_annotator_posterior
 
+    # Live dashboards refresh on this; the payload is tiny and carries no annotator data.
+    send_event(study_group(judgment.pair.study_id), "judgment", {"pair_id": judgment.pair_id})
     try:
         update_annotator_posterior.delay(judgment.annotator_id)
         maybe_retrain.delay(judgment.pair.study_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -130,6 +131,26 @@ def model_version_request(*, study: Study, kind: str | None = None) -> ModelVers
     return version
 
 
+def study_training_settings_update(*, study: Study, selector: str | None = None, model_kind: str | None = None) -> Study:
+    """Set how a study picks pairs (a registered selector) and which model kind it trains next.
+
+    Changing the model kind does not retrain at once: the next due (or requested) retrain uses it, and
+    the active version keeps serving until a version of the new kind has been evaluated.
+    """
+    from feedback.selection import SELECTORS
+
+    if selector is not None and selector not in SELECTORS:
+        raise ValueError(f"unknown selector {selector!r}")
+    if model_kind is not None and model_kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {model_kind!r}")
+    changes = {k: v for k, v in {"selector": selector, "model_kind": model_kind}.items() if v is not None}
+    if changes:
+        Study.objects.filter(pk=study.pk).update(**changes)
+        for key, value in changes.items():
+            setattr(study, key, value)
+    return study
+
+
 def _claim(version_id: int) -> bool:
     """Conditional UPDATE: only one worker trains a version; a dead worker's stale claim can be taken over."""
     now = timezone.now()
@@ -196,6 +217,13 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
         user_ids,
     )
     config = FitConfig(progress=False)
+    if getattr(settings, "CHORUS_FIT_EPOCHS", 0):  # tests train a few epochs only (config.settings.test)
+        config.epochs = settings.CHORUS_FIT_EPOCHS
+    slow = float(os.environ.get("CHORUS_TEST_SLOW_FIT_SECONDS") or 0)
+    if slow > 0:
+        # Test-only: stretches the fit so tests/training/test_worker.py can kill a worker mid-training.
+        # Never set it in a deployment.
+        time.sleep(slow)
     return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
 
 

@@ -14,6 +14,8 @@ DATABASES = {
         os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chorus")
     )
 }
+# One test database per pytest process, so parallel runs on one machine never collide.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("CHORUS_TEST_DB_NAME", f"test_chorus_{os.getpid()}")}
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}

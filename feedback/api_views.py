@@ -1,0 +1,397 @@
+"""The JSON API (/api/v1/). Views are thin: an access check, then one service or selector call.
+
+Authentication: a DRF token ("Authorization: Token <key>", what annotators get from join) or a session
+(researchers logged in to the site; unsafe methods then need the CSRF token). Anonymous calls get 401,
+callers who may not do something 403, and objects outside the caller's reach 404 where even their
+existence is none of the caller's business (an annotator asking about another study).
+
+Pair sides: the API always speaks in the pair's canonical terms. next-pair returns candidate_a as "a" and
+candidate_b as "b", and a judgment's "choice" refers to those same a/b. The browser UI randomizes which
+side is shown on the left (assignment.shown_order); API clients get that order as `shown_order` and should
+display the pair that way, since the judgment records it — but a/b and the choice never depend on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from feedback import selectors, services
+from feedback.importers import ImportFileError
+from feedback.models import Annotator, Pair, Profile, Study
+from feedback.permissions import AnnotatorTokenAuthentication, IsAnnotator, IsResearcher, annotator_of
+from feedback.profile_schema import FIELDS_BY_NAME, PREFER_NOT, ProfileError
+from feedback.serializers import (
+    ConsentResultSerializer,
+    ErrorSerializer,
+    FieldErrorsSerializer,
+    ImportErrorsSerializer,
+    ImportFileSerializer,
+    ImportResultSerializer,
+    JoinResultSerializer,
+    JoinSerializer,
+    JudgmentCreateSerializer,
+    JudgmentSerializer,
+    MeSerializer,
+    NextPairSerializer,
+    ProfileFieldSerializer,
+    ProfileSerializer,
+    ProfileUpdateSerializer,
+    StudyCreateSerializer,
+    StudyDetailSerializer,
+    StudyJudgmentSerializer,
+    StudySerializer,
+)
+
+SERVICE_ERROR_STATUS = {
+    "invalid": status.HTTP_400_BAD_REQUEST,
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "forbidden": status.HTTP_403_FORBIDDEN,
+    "conflict": status.HTTP_409_CONFLICT,
+}
+
+
+def _flatten_errors(detail: Any) -> dict[str, str]:
+    """DRF's nested error lists -> {field: "message; message"} (non-field errors under "non_field_errors")."""
+    if isinstance(detail, dict):
+        out: dict[str, str] = {}
+        for key, value in detail.items():
+            if isinstance(value, dict):
+                for sub, msg in _flatten_errors(value).items():
+                    out[f"{key}.{sub}"] = msg
+            else:
+                out[str(key)] = "; ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        return out
+    items = detail if isinstance(detail, list) else [detail]
+    return {"non_field_errors": "; ".join(str(v) for v in items)}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error is JSON: {"detail": message} and, for invalid input, {"errors": {field: message}}."""
+    if isinstance(exc, services.ServiceError):
+        return Response({"detail": str(exc)}, status=SERVICE_ERROR_STATUS.get(exc.code, 400))
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, ValidationError):
+        response.data = {"detail": "invalid request", "errors": _flatten_errors(exc.detail)}
+    return response
+
+
+class ApiPagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ChorusAPIView(APIView):
+    # Token first, so an anonymous caller gets 401 with "WWW-Authenticate: Token" rather than a bare 403.
+    authentication_classes = [AnnotatorTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+class ChorusListAPIView(ChorusAPIView, GenericAPIView):
+    pagination_class = ApiPagination
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    words = {400: "Invalid request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
+             409: "Conflict"}
+    shape = {400: FieldErrorsSerializer}
+    return {c: OpenApiResponse(shape.get(c, ErrorSerializer), description=words[c]) for c in codes}
+
+
+# ------------------------------------------------------------------------------------------ access helpers
+
+
+def _get_study(pk: int) -> Study:
+    study = Study.objects.filter(pk=pk).first()
+    if study is None:
+        raise NotFound("no such study")
+    return study
+
+
+def _get_study_for_researcher(request, pk: int) -> Study:
+    """404 if the study does not exist, 403 unless the caller is one of its researchers (or a superuser)."""
+    study = _get_study(pk)
+    if not study.has_researcher(request.user):
+        raise PermissionDenied("you are not a researcher of this study")
+    return study
+
+
+def _get_annotator(request) -> Annotator:
+    """The caller's annotator (IsAnnotator has looked it up already)."""
+    annotator = getattr(request, "annotator", None) or annotator_of(request.user)
+    if annotator is None:
+        raise PermissionDenied(IsAnnotator.message)
+    return annotator
+
+
+def _get_annotator_for_study(request, pk: int) -> Annotator:
+    """The caller's annotator if it belongs to study `pk`; 404 otherwise (other studies are invisible)."""
+    annotator = _get_annotator(request)
+    if annotator.study_id != pk:
+        raise NotFound("no such study")
+    return annotator
+
+
+def _require_consent(annotator: Annotator) -> None:
+    if annotator.study.consent_text and annotator.consented_at is None:
+        raise PermissionDenied("this study asks for consent first: POST /api/v1/me/consent/")
+
+
+# ----------------------------------------------------------------------------------------------- studies
+
+
+class StudyListCreateView(ChorusListAPIView):
+    serializer_class = StudySerializer
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsAuthenticated(), IsResearcher()]
+        return super().get_permissions()
+
+    @extend_schema(
+        summary="The caller's studies",
+        description="Studies the caller is a researcher of (all of them for superusers); empty for annotators.",
+        responses={200: StudySerializer(many=True), **_errors(401)},
+    )
+    def get(self, request):
+        page = self.paginate_queryset(selectors.study_list_for_user(request.user))
+        return self.get_paginated_response(StudySerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Create a study",
+        request=StudyCreateSerializer,
+        responses={201: StudySerializer, **_errors(400, 401, 403, 409)},
+    )
+    def post(self, request):
+        serializer = StudyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = services.study_create(created_by=request.user, **serializer.validated_data)
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+
+class StudyDetailView(ChorusAPIView):
+    @extend_schema(
+        summary="A study with its counts",
+        responses={200: StudyDetailSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request, pk: int):
+        study = _get_study_for_researcher(request, pk)
+        counts = selectors.study_counts(study)
+        counts_data = {**counts.__dict__, "progress_percent": counts.progress_percent}
+        return Response(StudyDetailSerializer(study, context={"counts": counts_data}).data)
+
+
+class StudyImportView(ChorusAPIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        summary="Import prompts and candidate pairs",
+        description="The whole file is validated first: on any bad line nothing is stored and every bad line "
+        "is reported.",
+        request={"multipart/form-data": ImportFileSerializer},
+        responses={
+            201: ImportResultSerializer,
+            400: OpenApiResponse(ImportErrorsSerializer, description="Bad lines; nothing was stored"),
+            **_errors(401, 403, 404),
+        },
+    )
+    def post(self, request, pk: int):
+        study = _get_study_for_researcher(request, pk)
+        serializer = ImportFileSerializer(data=request.data)
+        if not serializer.is_valid():
+            message = "; ".join(str(m) for m in serializer.errors.get("file", [])) or "invalid upload"
+            return Response({"errors": [{"line": 0, "message": f'multipart field "file": {message}'}]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        upload = serializer.validated_data["file"]
+        try:
+            result = services.study_import(study=study, data=upload.read(), filename=upload.name or "")
+        except ImportFileError as exc:
+            return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(ImportResultSerializer(result.as_dict()).data, status=status.HTTP_201_CREATED)
+
+
+class StudyJudgmentsView(ChorusListAPIView):
+    serializer_class = StudyJudgmentSerializer
+
+    @extend_schema(
+        summary="A study's judgments (researchers)",
+        description="Annotators appear by pseudonym only. `page` / `page_size` (max 1000) paginate.",
+        responses={200: StudyJudgmentSerializer(many=True), **_errors(401, 403, 404)},
+    )
+    def get(self, request, pk: int):
+        study = _get_study_for_researcher(request, pk)
+        qs: QuerySet = selectors.study_judgments(study)
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(StudyJudgmentSerializer(page, many=True).data)
+
+
+# -------------------------------------------------------------------------------------------- annotators
+
+
+class JoinView(ChorusAPIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Join a study as an annotator",
+        description="Anonymous callers get a new annotator and its API token (201). The same `external_id` "
+        "again, or a call with that annotator's own token, resumes the same annotator (200).",
+        request=JoinSerializer,
+        responses={201: JoinResultSerializer, 200: JoinResultSerializer, **_errors(400, 403, 404)},
+    )
+    def post(self, request, pk: int):
+        study = _get_study(pk)
+        serializer = JoinSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        annotator = annotator_of(request.user)
+        if annotator is not None and annotator.study_id == study.pk and study.is_open():
+            created = False
+        else:
+            annotator, created = services.annotator_join(
+                study=study, external_id=serializer.validated_data["external_id"]
+            )
+        token, _ = Token.objects.get_or_create(user=annotator.user)
+        body = {
+            "annotator_id": annotator.pk,
+            "study_id": study.pk,
+            "token": token.key,
+            "consent_required": bool(study.consent_text) and annotator.consented_at is None,
+        }
+        return Response(JoinResultSerializer(body).data, status=201 if created else 200)
+
+
+class AnnotatorView(ChorusAPIView):
+    permission_classes = [IsAuthenticated, IsAnnotator]
+
+
+class MeView(AnnotatorView):
+    @extend_schema(summary="The calling annotator", responses={200: MeSerializer, **_errors(401, 403)})
+    def get(self, request):
+        return Response(MeSerializer(_get_annotator(request)).data)
+
+
+class ConsentView(AnnotatorView):
+    @extend_schema(
+        summary="Record the annotator's consent",
+        request=None,
+        responses={200: ConsentResultSerializer, **_errors(401, 403)},
+    )
+    def post(self, request):
+        annotator = services.annotator_consent(annotator=_get_annotator(request))
+        return Response(ConsentResultSerializer({"consented_at": annotator.consented_at}).data)
+
+
+class FinishView(AnnotatorView):
+    @extend_schema(
+        summary="Finish annotating",
+        description="Marks the annotator done and returns the completion code for the crowd platform.",
+        request=None,
+        responses={200: MeSerializer, **_errors(401, 403)},
+    )
+    def post(self, request):
+        annotator = services.annotator_finish(annotator=_get_annotator(request))
+        return Response(MeSerializer(annotator).data)
+
+
+def _profile_body(annotator: Annotator, profile: Profile | None) -> dict[str, Any]:
+    return {
+        "data": profile.data if profile is not None else {},
+        "completed_at": annotator.profile_completed_at,
+        "prefer_not_to_say": PREFER_NOT,
+        "fields": ProfileFieldSerializer(
+            [FIELDS_BY_NAME[name] for name in annotator.study.profile_fields if name in FIELDS_BY_NAME], many=True
+        ).data,
+    }
+
+
+class ProfileView(AnnotatorView):
+    @extend_schema(
+        summary="The annotator's profile and the questions the study asks",
+        responses={200: ProfileSerializer, **_errors(401, 403)},
+    )
+    def get(self, request):
+        annotator = _get_annotator(request)
+        # A missing profile row (RelatedObjectDoesNotExist is an AttributeError) reads as "nothing answered".
+        return Response(_profile_body(annotator, getattr(annotator, "profile", None)))
+
+    @extend_schema(
+        summary="Replace the annotator's profile answers",
+        request=ProfileUpdateSerializer,
+        responses={200: ProfileSerializer, **_errors(400, 401, 403)},
+    )
+    def put(self, request):
+        annotator = _get_annotator(request)
+        serializer = ProfileUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            profile = services.profile_update(annotator=annotator, data=serializer.validated_data["data"])
+        except ProfileError as exc:
+            return Response({"detail": "invalid profile", "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(_profile_body(annotator, profile))
+
+
+class NextPairView(AnnotatorView):
+    @extend_schema(
+        summary="The annotator's next pair",
+        description="Returns the open assignment, or claims a new one. 204 when nothing is left for the caller. "
+        '"a"/"b" are the pair\'s canonical candidates; `shown_order` is the display order to use.',
+        responses={
+            200: NextPairSerializer,
+            204: OpenApiResponse(description="Nothing left to judge"),
+            **_errors(401, 403, 404),
+        },
+    )
+    def get(self, request, pk: int):
+        annotator = _get_annotator_for_study(request, pk)
+        _require_consent(annotator)
+        assignment = services.assignment_next(annotator=annotator)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        pair = assignment.pair
+        done, total = selectors.annotator_progress(annotator)
+        body = {
+            "pair_id": pair.pk,
+            "assignment_id": assignment.pk,
+            "context": pair.prompt.context,
+            "prompt": pair.prompt.text,
+            "a": {"id": pair.candidate_a_id, "text": pair.candidate_a.text},
+            "b": {"id": pair.candidate_b_id, "text": pair.candidate_b.text},
+            "shown_order": assignment.shown_order,
+            "progress": {"done": done, "total": total},
+        }
+        return Response(NextPairSerializer(body).data)
+
+
+class JudgmentCreateView(AnnotatorView):
+    @extend_schema(
+        summary="Record a judgment of the caller's assigned pair",
+        description="Idempotent on `client_key`: the same key again returns the stored judgment with 200.",
+        request=JudgmentCreateSerializer,
+        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request):
+        annotator = _get_annotator(request)
+        serializer = JudgmentCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        pair = Pair.objects.only("id", "study_id").filter(pk=data.pop("pair_id")).first()
+        if pair is None or pair.study_id != annotator.study_id:
+            raise NotFound("no such pair in your study")
+        judgment, created = services.judgment_create(annotator=annotator, pair=pair, **data)
+        return Response(JudgmentSerializer(judgment).data, status=201 if created else 200)

@@ -1,0 +1,244 @@
+"""API request validation and response shapes. No domain logic here: that lives in services/selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from feedback import selectors
+from feedback.models import Assignment, Judgment, Study
+from feedback.profile_schema import ALL_FIELD_NAMES
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in words.")
+
+
+class FieldErrorsSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False)
+    errors = serializers.DictField(child=serializers.CharField(), help_text="field name -> message")
+
+
+class ImportErrorLineSerializer(serializers.Serializer):
+    line = serializers.IntegerField(help_text="1-based line (CSV: record start line); 0 for the whole file")
+    message = serializers.CharField()
+
+
+class ImportErrorsSerializer(serializers.Serializer):
+    errors = ImportErrorLineSerializer(many=True)
+
+
+# --------------------------------------------------------------------------------------------- studies
+
+
+class StudyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    consent_text = serializers.CharField(
+        required=False, allow_blank=True, default="",
+        help_text="When set, annotators must POST /api/v1/me/consent/ before they get pairs.",
+    )
+    profile_fields = serializers.ListField(
+        child=serializers.ChoiceField(choices=ALL_FIELD_NAMES), required=False, allow_empty=True,
+        help_text="Profile questions the study asks (default: all of them).",
+    )
+    overlap_target = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=3)
+    pairs_per_annotator = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=10)
+    completion_url = serializers.URLField(required=False, allow_blank=True, default="")
+    status = serializers.ChoiceField(choices=Study.Status.choices, required=False, default=Study.Status.ACTIVE)
+
+
+class StudySerializer(serializers.ModelSerializer):
+    join_url = serializers.SerializerMethodField(help_text="Browser join link to hand to a crowd platform.")
+
+    class Meta:
+        model = Study
+        fields = [
+            "id", "slug", "name", "join_url", "status", "instructions", "consent_text", "overlap_target",
+            "pairs_per_annotator", "profile_fields", "selector", "model_kind", "completion_url", "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_join_url(self, study: Study) -> str:
+        return selectors.join_url(study)
+
+
+class StudyCountsSerializer(serializers.Serializer):
+    prompts = serializers.IntegerField()
+    pairs = serializers.IntegerField()
+    judgments = serializers.IntegerField()
+    annotators = serializers.IntegerField()
+    annotators_completed = serializers.IntegerField()
+    pairs_complete = serializers.IntegerField(help_text="Pairs that reached the overlap target.")
+    target_judgments = serializers.IntegerField()
+    progress_percent = serializers.IntegerField()
+
+
+class StudyDetailSerializer(StudySerializer):
+    counts = serializers.SerializerMethodField()
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "counts"]
+        read_only_fields = fields
+
+    @extend_schema_field(StudyCountsSerializer)
+    def get_counts(self, study: Study) -> dict[str, Any]:
+        # Computed by the view (selectors.study_counts) and handed in through the context.
+        return StudyCountsSerializer(self.context["counts"]).data
+
+
+class ImportFileSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL or CSV, optionally gzipped (trl, responses or hh-rlhf rows).")
+
+
+class ImportResultSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["trl", "responses", "hh"])
+    prompts = serializers.IntegerField()
+    candidates = serializers.IntegerField()
+    pairs = serializers.IntegerField()
+
+
+# ---------------------------------------------------------------------------------------------- joining
+
+
+class JoinSerializer(serializers.Serializer):
+    external_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="",
+        help_text="Crowd-platform id (e.g. a Prolific PID); rejoining with it resumes the same annotator.",
+    )
+
+
+class JoinResultSerializer(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    study_id = serializers.IntegerField()
+    token = serializers.CharField(help_text='Send as "Authorization: Token <token>" on later calls.')
+    consent_required = serializers.BooleanField(help_text="True until the annotator consents (if the study asks).")
+
+
+class MeSerializer(serializers.Serializer):
+    annotator_id = serializers.IntegerField(source="id")
+    study_id = serializers.IntegerField()
+    pseudonym = serializers.CharField()
+    consented_at = serializers.DateTimeField(allow_null=True)
+    profile_completed_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    completion_code = serializers.SerializerMethodField(help_text="Only once the annotator has finished.")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_completion_code(self, annotator) -> str | None:
+        return annotator.completion_code if annotator.completed_at else None
+
+
+class ConsentResultSerializer(serializers.Serializer):
+    consented_at = serializers.DateTimeField()
+
+
+class ProfileChoiceSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    label = serializers.CharField()
+
+
+class ProfileFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=["choice", "multi", "sliders", "text"],
+        help_text='choice: one code; multi: a list of codes; sliders: {code: 1..100}; text: free text.',
+    )
+    choices = serializers.SerializerMethodField()
+    max_length = serializers.IntegerField(help_text="For text fields; 0 otherwise.")
+
+    @extend_schema_field(ProfileChoiceSerializer(many=True))
+    def get_choices(self, spec) -> list[dict[str, str]]:
+        return [{"code": code, "label": label} for code, label in spec.choices]
+
+
+class ProfileSerializer(serializers.Serializer):
+    data = serializers.DictField(help_text="field name -> answer (see `fields`); missing = not answered yet.")
+    completed_at = serializers.DateTimeField(allow_null=True)
+    prefer_not_to_say = serializers.CharField(help_text="The code that skips any question explicitly.")
+    fields = ProfileFieldSerializer(many=True, help_text="The questions this study asks, in order.")
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    data = serializers.DictField(help_text="Replaces all answers; validated against the study's fields.")
+
+
+# ------------------------------------------------------------------------------------------- annotating
+
+
+class CandidateSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["user", "assistant", "system"])
+    content = serializers.CharField()
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class NextPairSerializer(serializers.Serializer):
+    pair_id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    context = MessageSerializer(many=True, help_text="Earlier turns of the conversation, oldest first.")
+    prompt = serializers.CharField(help_text="The final user turn both candidates answer.")
+    a = CandidateSerializer(help_text='The pair\'s canonical candidate A; choice "a" in POST /judgments/ means it.')
+    b = CandidateSerializer(help_text='The pair\'s canonical candidate B; choice "b" means it.')
+    shown_order = serializers.ChoiceField(
+        choices=Assignment.Order.choices,
+        help_text='Suggested display order ("ab": a on the left). The judgment records this order, so '
+        "clients should honour it; a/b and the choice never depend on it.",
+    )
+    progress = ProgressSerializer()
+
+
+class JudgmentCreateSerializer(serializers.Serializer):
+    pair_id = serializers.IntegerField(min_value=1)
+    choice = serializers.ChoiceField(choices=Judgment.Choice.choices, help_text='"a", "b" (as in next-pair) or "tie".')
+    strength = serializers.IntegerField(
+        min_value=1, max_value=100, required=False, allow_null=True, default=None,
+        help_text="How strongly (1-100); ignored for a tie.",
+    )
+    rationale = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    time_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
+    client_key = serializers.CharField(
+        min_length=1, max_length=64, help_text="Idempotency key: resending the same key returns the stored judgment."
+    )
+
+
+class JudgmentSerializer(serializers.ModelSerializer):
+    pair_id = serializers.IntegerField()
+
+    class Meta:
+        model = Judgment
+        fields = ["id", "pair_id", "choice", "strength", "rationale", "time_ms", "shown_order", "client_key", "created_at"]
+        read_only_fields = fields
+
+
+class StudyJudgmentSerializer(serializers.ModelSerializer):
+    """A row of a study's judgments for researchers: the annotator by pseudonym, never their external id."""
+
+    annotator = serializers.CharField(source="annotator.pseudonym", help_text="Stable pseudonym of the annotator.")
+    pair_id = serializers.IntegerField()
+    candidate_a_id = serializers.IntegerField(source="pair.candidate_a_id")
+    candidate_b_id = serializers.IntegerField(source="pair.candidate_b_id")
+    model_a = serializers.CharField(source="pair.candidate_a.model_name")
+    model_b = serializers.CharField(source="pair.candidate_b.model_name")
+    reference_choice = serializers.CharField(source="pair.reference_choice")
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id", "annotator", "pair_id", "choice", "strength", "rationale", "time_ms", "shown_order", "created_at",
+            "candidate_a_id", "candidate_b_id", "model_a", "model_b", "reference_choice",
+        ]
+        read_only_fields = fields

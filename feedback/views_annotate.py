@@ -1,0 +1,329 @@
+"""The annotator flow: join → consent → profile → compare (htmx) → completion code.
+
+Every page after join opens with `_get_annotator`, which ties the session's user to the study in the
+URL, then with `_step_redirect`, which keeps the steps in order. Writes go through feedback.services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import login
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
+
+from feedback import selectors, services
+from feedback.forms import ProfileForm
+from feedback.models import Annotator, Assignment, Judgment, Pair, Profile, Study
+from feedback.profile_schema import PREFER_NOT, ProfileError
+
+AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
+# Choices arrive in screen terms; the view maps them to the pair's a/b (see _screen_to_pair_choice).
+SCREEN_CHOICES = ("left", "right", "tie")
+MAX_TIME_MS = 86_400_000
+STEP_URL_NAMES = {
+    "consent": "feedback:consent",
+    "profile": "feedback:profile",
+    "compare": "feedback:compare",
+    "done": "feedback:done",
+}
+DEFAULT_CONSENT_TEXT = """\
+You are invited to take part in a research study about how people judge responses written by AI
+language models. You will read a conversation and two possible responses, and say which one you
+prefer and how strongly.
+
+- **What we collect:** your choices, optional comments, the time you take, and the short survey
+  that follows. We do not ask for your name or contact details.
+- **Content:** the responses were written by AI models and may occasionally be inaccurate or
+  upsetting. You can stop at any time by closing this page.
+- **Voluntary:** taking part is voluntary. If you decline, nothing beyond your visit is recorded.
+- **Use of data:** your answers are stored under a pseudonym and used to study and improve AI
+  models; they may be shared with other researchers in anonymised form.
+"""
+
+
+# --- access helpers ---------------------------------------------------------------------------------
+
+
+def _get_annotator(request: HttpRequest, slug: str) -> Annotator | None:
+    """The session user's annotator record for study `slug`, or None when they have not joined it.
+
+    None (anonymous visitors, researchers) means "send them to the join page". An annotator of
+    *another* study gets a 404: a session must never learn anything about other studies, and each
+    join creates its own user, so there is no legitimate way for them to belong here.
+    """
+    annotator = selectors.annotator_for_user(request.user)
+    if annotator is None:
+        # An unknown study is a 404, not a redirect to a join page that would 404 anyway.
+        get_object_or_404(Study, slug=slug)
+        return None
+    if annotator.study.slug != slug:
+        raise Http404("No such study.")
+    return annotator
+
+
+def _current_step(annotator: Annotator) -> str:
+    # Done wins over everything: a finished annotator only ever sees their completion code.
+    if annotator.completed_at is not None:
+        return "done"
+    if annotator.consented_at is None:
+        return "consent"
+    if annotator.profile_completed_at is None and annotator.study.profile_fields:
+        return "profile"
+    return "compare"
+
+
+def _step_url(annotator: Annotator, step: str | None = None) -> str:
+    return reverse(STEP_URL_NAMES[step or _current_step(annotator)], args=[annotator.study.slug])
+
+
+def _step_redirect(request: HttpRequest, annotator: Annotator, here: str) -> HttpResponse | None:
+    """A redirect to the annotator's current step when it is not `here`; None to carry on."""
+    step = _current_step(annotator)
+    if step == here:
+        return None
+    url = _step_url(annotator, step)
+    # htmx follows a plain 302 inside the swap; HX-Redirect makes it load the whole page instead.
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _join_redirect(study_slug: str) -> HttpResponse:
+    return redirect("feedback:join", slug=study_slug)
+
+
+def _external_id(params: Any) -> str:
+    # Prolific sends PROLIFIC_PID (and STUDY_ID / SESSION_ID, which we do not need); others send pid.
+    return (params.get("pid") or params.get("PROLIFIC_PID") or "").strip()[:200]
+
+
+# --- join / consent / profile -----------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def join(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET explains the study and shows Start (no side effects); POST creates or resumes the annotator."""
+    study = get_object_or_404(Study, slug=slug)
+    pid = _external_id(request.POST if request.method == "POST" else request.GET) or _external_id(request.GET)
+    current = selectors.annotator_for_user(request.user)
+    # Already an annotator of this study (and not a different crowd id on a shared browser): resume.
+    if current is not None and current.study_id == study.pk and (not pid or pid == current.external_id):
+        return redirect(_step_url(current))
+    if not study.is_open():
+        return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
+    if request.method == "POST":
+        try:
+            annotator, _created = services.annotator_join(study=study, external_id=pid)
+        except services.ServiceError:
+            # Closed between GET and POST.
+            return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
+        # login() flushes the previous session when the user changes, so a researcher who pressed
+        # Start is logged out of their account here (the join page warned them).
+        login(request, annotator.user, backend=AUTH_BACKEND)
+        return redirect(_step_url(annotator))
+    is_staff_session = request.user.is_authenticated and current is None
+    context = {"study": study, "pid": pid, "logged_in_as": request.user if is_staff_session else None}
+    return render(request, "feedback/annotate/join.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def consent(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_annotator(request, slug)
+    if annotator is None:
+        return _join_redirect(slug)
+    study = annotator.study
+    if response := _step_redirect(request, annotator, "consent"):
+        return response
+    if request.method == "POST" and request.POST.get("decision") == "decline":
+        # Declining stores nothing beyond the join itself; they may still change their mind.
+        return render(request, "feedback/annotate/declined.html", {"study": study})
+    if request.method == "POST":
+        if request.POST.get("decision") != "agree":
+            return HttpResponseBadRequest("Unknown decision.")
+        services.annotator_consent(annotator=annotator)
+        return redirect(_step_url(annotator))
+    context = {"study": study, "consent_text": study.consent_text or DEFAULT_CONSENT_TEXT}
+    return render(request, "feedback/annotate/consent.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def profile(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_annotator(request, slug)
+    if annotator is None:
+        return _join_redirect(slug)
+    if response := _step_redirect(request, annotator, "profile"):
+        return response
+    study = annotator.study
+    status = 200
+    if request.method == "POST":
+        form = ProfileForm(request.POST, fields=study.profile_fields)
+        if form.is_valid():
+            try:
+                services.profile_update(annotator=annotator, data=form.profile_data)
+            except ProfileError as exc:
+                form.add_profile_errors(exc.errors)
+            else:
+                return redirect(_step_url(annotator))
+        status = 400
+    else:
+        stored = Profile.objects.filter(annotator=annotator).values_list("data", flat=True).first() or {}
+        form = ProfileForm(initial=ProfileForm.initial_from_profile(stored), fields=study.profile_fields)
+    context = {"study": study, "form": form, "questions": form.questions(), "PREFER_NOT": PREFER_NOT}
+    return render(request, "feedback/annotate/profile.html", context, status=status)
+
+
+# --- compare ----------------------------------------------------------------------------------------
+
+
+def _screen_to_pair_choice(screen_choice: str, shown_order: str) -> str:
+    """left/right/tie as clicked → the pair's a/b/tie, given which candidate was on the left."""
+    if screen_choice == "tie":
+        return Judgment.Choice.TIE
+    a_on_left = shown_order == Assignment.Order.AB
+    return Judgment.Choice.A if (screen_choice == "left") == a_on_left else Judgment.Choice.B
+
+
+def _parse_int(raw: str | None) -> int | None:
+    """An int, None for blank; raises ValueError for anything else."""
+    if raw is None or raw.strip() == "":
+        return None
+    return int(raw.strip())
+
+
+def _finished(request: HttpRequest, annotator: Annotator) -> HttpResponse:
+    services.annotator_finish(annotator=annotator)
+    url = _step_url(annotator, "done")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _render_comparison(
+    request: HttpRequest, annotator: Annotator, assignment: Assignment, *, error: str = "", status: int = 200
+) -> HttpResponse:
+    left, right = assignment.left_right()
+    done, quota = selectors.annotator_progress(annotator)
+    context = {
+        "study": annotator.study,
+        "assignment": assignment,
+        "prompt": assignment.pair.prompt,
+        "left": left,
+        "right": right,
+        "done": done,
+        "quota": quota,
+        "position": min(done + 1, quota),
+        "percent": round(100 * done / quota) if quota else 100,
+        # A fresh key per rendered form: a double click or a retried request stores one judgment.
+        "client_key": uuid.uuid4().hex,
+        "error": error,
+    }
+    template = "feedback/annotate/compare.html"
+    if request.htmx:
+        template += "#comparison"
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def compare(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_annotator(request, slug)
+    if annotator is None:
+        return HttpResponseClientRedirect(reverse("feedback:join", args=[slug])) if request.htmx else _join_redirect(slug)
+    if response := _step_redirect(request, annotator, "compare"):
+        return response
+    if request.method == "POST":
+        response = _submit_judgment(request, annotator)
+        if response is not None:
+            return response
+        if not request.htmx:
+            # Post/redirect/get without JavaScript: a reload never resubmits.
+            return redirect(_step_url(annotator, "compare"))
+    assignment = services.assignment_next(annotator=annotator)
+    if assignment is None:
+        if not annotator.study.is_open() and annotator.study.status == Study.Status.PAUSED:
+            return render(request, "feedback/annotate/paused.html", {"study": annotator.study})
+        return _finished(request, annotator)
+    return _render_comparison(request, annotator, assignment)
+
+
+def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse | None:
+    """Store the posted judgment; None on success (or an idempotent retry), else an error response."""
+    post = request.POST
+    client_key = post.get("client_key", "").strip()
+    if not 1 <= len(client_key) <= 64:
+        return _judgment_error(request, annotator, "This form is out of date; please try again.")
+    # A retry of a judgment we already stored (double click, network retry): carry on to the next pair.
+    if Judgment.objects.filter(annotator=annotator, client_key=client_key).exists():
+        return None
+    screen_choice = post.get("choice", "")
+    if screen_choice not in SCREEN_CHOICES:
+        return _judgment_error(request, annotator, "Choose the left response, the right one, or a tie.")
+    try:
+        strength = _parse_int(post.get("strength"))
+        pair_id = int(post.get("pair", ""))
+    except ValueError:
+        return _judgment_error(request, annotator, "Something in this form was not valid; please try again.")
+    if strength is not None and not 1 <= strength <= 100:
+        return _judgment_error(request, annotator, "The preference strength must be between 1 and 100.")
+    # Only pairs of the annotator's own study exist for them.
+    pair = Pair.objects.filter(id=pair_id, study_id=annotator.study_id).first()
+    if pair is None:
+        raise Http404("No such pair.")
+    assignment = (
+        Assignment.objects.filter(annotator=annotator, pair=pair, completed_at__isnull=True, released_at__isnull=True)
+        .order_by("id")
+        .first()
+    )
+    if assignment is None:
+        return _judgment_error(request, annotator, "That pair is no longer assigned to you; here is your current one.")
+    try:
+        time_ms = _parse_int(post.get("time_ms"))
+    except ValueError:
+        time_ms = None
+    if time_ms is None or not 0 <= time_ms <= MAX_TIME_MS:
+        # No JavaScript (or a bogus value): fall back to the time since the pair was assigned.
+        elapsed = (timezone.now() - assignment.assigned_at).total_seconds() * 1000
+        time_ms = min(max(int(elapsed), 0), MAX_TIME_MS)
+    try:
+        services.judgment_create(
+            annotator=annotator,
+            pair=pair,
+            choice=_screen_to_pair_choice(screen_choice, assignment.shown_order),
+            client_key=client_key,
+            strength=strength,
+            rationale=post.get("rationale", "")[:5000],
+            time_ms=time_ms,
+        )
+    except services.ServiceError as exc:
+        if exc.code == "not_found":
+            raise Http404(str(exc)) from exc
+        return _judgment_error(request, annotator, str(exc))
+    return None
+
+
+def _judgment_error(request: HttpRequest, annotator: Annotator, message: str) -> HttpResponse:
+    """400 with the current pair re-rendered and the message shown (compare.js lets htmx swap a 400)."""
+    assignment = services.assignment_next(annotator=annotator)
+    if assignment is None:
+        return HttpResponseBadRequest(message)
+    return _render_comparison(request, annotator, assignment, error=message, status=400)
+
+
+# --- done -------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET"])
+def done(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_annotator(request, slug)
+    if annotator is None:
+        return _join_redirect(slug)
+    if response := _step_redirect(request, annotator, "done"):
+        return response
+    study = annotator.study
+    code = annotator.completion_code
+    return_url = study.completion_url.replace("{code}", code) if study.completion_url else ""
+    n_judged, _quota = selectors.annotator_progress(annotator)
+    context = {"study": study, "code": code, "return_url": return_url, "n_judged": n_judged}
+    return render(request, "feedback/annotate/done.html", context)
+

@@ -1,0 +1,43 @@
+"""The researcher's export page: download links for every format, and what the columns mean."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+
+from feedback import exports, selectors
+from feedback.models import Study
+
+
+@login_required
+def study_export(request: HttpRequest, pk: int) -> HttpResponse:
+    study = get_object_or_404(Study, pk=pk)
+    if selectors.annotator_for_user(request.user) is not None or not study.has_researcher(request.user):
+        raise PermissionDenied("you are not a researcher of this study")
+    judgments_url = reverse("api-study-export", args=[study.pk])
+    profiles_url = reverse("api-study-export-profiles", args=[study.pk])
+    context = {
+        "study": study,
+        "counts": selectors.study_counts(study),
+        "downloads": [
+            {
+                "title": "Judgments",
+                "what": "One row per judgment, in TRL preference form.",
+                "links": [(fmt, f"{judgments_url}?format={fmt}", exports.filename(study, "judgments", fmt))
+                          for fmt in exports.FORMATS],
+            },
+            {
+                "title": "Annotator profiles",
+                "what": "One row per annotator, under their pseudonym.",
+                "links": [(fmt, f"{profiles_url}?format={fmt}", exports.filename(study, "profiles", fmt))
+                          for fmt in exports.FORMATS],
+            },
+        ],
+        "profile_columns": [name for name, _ in exports.profile_columns(study)],
+        "judgment_columns": exports.column_docs("judgments"),
+        "profile_export_columns": exports.column_docs("profiles"),
+    }
+    return render(request, "feedback/exports/study_export.html", context)

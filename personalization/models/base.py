@@ -1,0 +1,393 @@
+"""The interface every reward model shares, and everything that only depends on it.
+
+A model maps a (prompt, response) embedding pair to ``r = b(x) + link(θ)·g(x)``: a base reward ``b`` and
+an L-dimensional basis ``g`` from a shared trunk, and a per-user latent θ (``Posterior``). Subclasses
+define ``basis`` (and ``reward_offset`` when the reward has a user-only term) and their training loss;
+inference — posteriors from context, one-label updates, predictions, BALD — lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..features import Trunk
+from .posterior import (
+    Posterior,
+    bald,
+    binary_entropy,
+    laplace,
+    link_fn,
+    logit_moments,
+    probit_proba,
+    rank_one_update,
+)
+from ..profiles import ProfileEncoder
+
+Context = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "bt"  # registry key: "bt" | "vpl" | "pal"
+    dim: int = 384  # embedding width of prompts and responses
+    hidden: list[int] = field(default_factory=lambda: [256])  # trunk layer widths
+    features: str = "p_r_pr"  # blocks of concat[p, r, p*r] the trunk sees (features.FEATURE_KINDS)
+    dropout: float = 0.0  # trunk dropout during training
+    latent_dim: int = 0  # L: VPL latent size, PAL number of prototypes K, 0 for BT
+    profile_dim: int = 0  # width of profile feature vectors; 0 = no profile prior
+    profile_hidden: int = 64  # hidden width of the profile → prior-mean MLP
+    prior_std: float = 1.0  # initial std of the prior over θ (refitted by empirical Bayes after training)
+    encoder_hidden: int = 128  # VPL: width of the pair encoder and attention pooling
+    free_bits: float = 0.05  # VPL: KL floor per latent unit (nats) against posterior collapse
+    reward_scaling: bool = False  # VPL: reward() returns the win-rate against reference responses by default
+    pal_dim: int = 32  # PAL: width of the shared projector f(x) the ideal points live in
+    pal_form: str = "dot"  # PAL: "dot" (r = <f(x), Σ w_k a_k>) or "distance" (r = −‖f(x) − Σ w_k a_k‖²)
+    n_reference: int = 128  # responses kept for reward scaling
+    laplace_iters: int = 20  # Newton iterations for posteriors from a context
+
+
+class RewardModel(nn.Module):
+    """Base class: shared trunk, profile prior, per-user posteriors, and all inference."""
+
+    kind = "base"
+    link = "identity"  # how θ becomes the weights on g: "identity" (VPL) or "softmax" (PAL)
+    batching = "pairs"  # training batches: "pairs" (shuffled labels) or "users" (context/target sets)
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        user_ids: Sequence[str] = (),
+        profile_encoder: ProfileEncoder | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.user_ids: list[str] = list(user_ids)
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.profile_encoder = profile_encoder
+        self.info: dict[str, Any] = {}  # training facts saved with the model (active units, fit time …)
+        self.encoder_info: dict[str, Any] = {}  # the text encoder it was trained with (model_id, model_path)
+        self.trunk = Trunk(config.dim, config.hidden, config.features, config.dropout)
+        latent, n_users = config.latent_dim, len(self.user_ids)
+        self.prior_net: nn.Module | None = None
+        if config.profile_dim > 0 and latent > 0:
+            last = nn.Linear(config.profile_hidden, latent)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.prior_net = nn.Sequential(nn.Linear(config.profile_dim, config.profile_hidden), nn.GELU(), last)
+        self.prior_mean0 = nn.Parameter(torch.zeros(latent))
+        self.prior_logvar = nn.Parameter(torch.full((latent,), 2 * math.log(config.prior_std)))
+        # Empirical-Bayes prior variances set after training: with a profile / without one.
+        self.register_buffer("prior_var_profile", torch.full((latent,), config.prior_std**2))
+        self.register_buffer("prior_var_population", torch.full((latent,), config.prior_std**2))
+        self.register_buffer("user_mean", torch.zeros(n_users, latent))
+        self.register_buffer("user_cov", torch.eye(latent).expand(n_users, latent, latent).clone())
+        self.register_buffer("user_n", torch.zeros(n_users, dtype=torch.long))
+        self.register_buffer("reference_prompt", torch.zeros(0, config.dim))
+        self.register_buffer("reference_response", torch.zeros(0, config.dim))
+
+    # ---- what subclasses define -------------------------------------------------------------------
+    def basis(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base reward (n,) and basis (n, L) from trunk outputs h (n, H)."""
+        raise NotImplementedError
+
+    def reward_offset(self, w: torch.Tensor) -> torch.Tensor:
+        """User-only term of the reward (cancels in preferences); w = link(θ)."""
+        return torch.zeros((), dtype=w.dtype, device=w.device)
+
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], step_frac: float, fit: Any
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.prior_mean0.device
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def _batch(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """Inputs as (n, d) float tensors on the model device; a single (d,) prompt broadcasts."""
+        out = [x.to(self.device, torch.float32) for x in xs]
+        n = max(x.shape[0] if x.dim() == 2 else 1 for x in out)
+        return [x.reshape(1, -1).expand(n, -1) if x.dim() == 1 or x.shape[0] == 1 else x for x in out]
+
+    def raw_deltas(self, p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Δb (n,) and Δg (n, L) of r(a) − r(b) for (n, d) inputs on the model device (differentiable)."""
+        h_a, h_b = self.trunk.forward_pair(p, a, b)
+        b_a, g_a = self.basis(h_a)
+        b_b, g_b = self.basis(h_b)
+        return b_a - b_b, g_a - g_b
+
+    def deltas(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Δb (n,) and Δg (n, L) of r(a) − r(b), in float32 on the CPU."""
+        db, dg = self.raw_deltas(*self._batch(prompt, a, b))
+        return db.float().cpu(), dg.float().cpu()
+
+    def _deltas_chunked(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, chunk: int = 8192):
+        dbs, dgs = [], []
+        for i in range(0, a.shape[0], chunk):
+            db, dg = self.deltas(prompt[i : i + chunk], a[i : i + chunk], b[i : i + chunk])
+            dbs.append(db)
+            dgs.append(dg)
+        if not dbs:
+            return torch.zeros(0), torch.zeros(0, self.latent_dim)
+        return torch.cat(dbs), torch.cat(dgs)
+
+    def profile_features(self, profiles: Sequence[Mapping[str, Any] | None]) -> torch.Tensor:
+        if self.profile_encoder is None or self.config.profile_dim == 0:
+            return torch.zeros(len(profiles), 0)
+        return self.profile_encoder.transform(profiles)
+
+    def prior_mean(self, features: torch.Tensor | None) -> torch.Tensor:
+        """Prior mean of θ for profile feature rows (U, F) → (U, L); None → population mean (1, L)."""
+        if self.prior_net is None or features is None:
+            return self.prior_mean0.unsqueeze(0)
+        return self.prior_mean0 + self.prior_net(features.to(self.device))
+
+    # ---- per-user API -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def prior(self, profile: Mapping[str, Any] | None = None) -> Posterior:
+        """The belief about a new user before any label: predicted from the profile when given."""
+        latent = self.latent_dim
+        has_profile = bool(profile) and self.prior_net is not None
+        feats = self.profile_features([profile]) if self.prior_net is not None else None
+        mean = self.prior_mean(feats)[0].detach().float().cpu().clone()
+        var = self.prior_var_profile if has_profile else self.prior_var_population
+        return Posterior(mean.reshape(latent), torch.diag(var.float().cpu()), 0)
+
+    @torch.no_grad()
+    def posterior(
+        self,
+        context: Context | None = None,
+        profile: Mapping[str, Any] | None = None,
+        start: Posterior | None = None,
+    ) -> Posterior:
+        """Belief about a user from their labelled pairs (prompt, chosen, rejected) and profile.
+
+        ``context`` is a list of (prompt_emb, chosen_emb, rejected_emb) or a tuple of three (n, d) tensors.
+        ``start`` replaces the profile prior (e.g. a seen user's posterior plus new context).
+        """
+        start = start or self.prior(profile)
+        triple = _stack_context(context)
+        if triple is None or self.latent_dim == 0:
+            n = 0 if triple is None else int(triple[0].shape[0])
+            return Posterior(start.mean, start.cov, start.n_labels + n, start.user_id)
+        db, dg = self._deltas_chunked(*triple)
+        mean, cov = laplace(
+            db.unsqueeze(0),
+            dg.unsqueeze(0),
+            torch.ones_like(db).unsqueeze(0),
+            start.mean.unsqueeze(0),
+            start.cov.unsqueeze(0),
+            self.link,
+            iters=self.config.laplace_iters,
+        )
+        return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
+
+    def user_posterior(self, user_id: str) -> Posterior:
+        """The stored posterior of a user seen in training (KeyError for unknown users)."""
+        i = self.user_index[user_id]
+        return Posterior(
+            self.user_mean[i].float().cpu().clone(),
+            self.user_cov[i].float().cpu().clone(),
+            int(self.user_n[i]),
+            user_id,
+        )
+
+    @torch.no_grad()
+    def update(self, post: Posterior, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Posterior:
+        """The posterior after ONE more label — a rank-one Laplace step (no retraining)."""
+        db, dg = self.deltas(prompt, chosen, rejected)
+        return rank_one_update(post, db[0], dg[0], self.link)
+
+    @torch.no_grad()
+    def pair_moments(
+        self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the logit r(a) − r(b) under the posterior, two (n,) tensors."""
+        db, dg = self._deltas_chunked(*self._batch(prompt, a, b))
+        return logit_moments(post, db, dg, self.link)
+
+    def predict_proba(
+        self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(a ≻ b) for n pairs and its posterior std (delta method), two (n,) tensors."""
+        m, s2 = self.pair_moments(post, prompt, a, b)
+        p = probit_proba(m, s2)
+        sig = torch.sigmoid(m)
+        return p, sig * (1 - sig) * s2.sqrt()
+
+    @torch.no_grad()
+    def predict_proba_samples(
+        self,
+        post: Posterior,
+        prompt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        n_samples: int = 64,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """p(a ≻ b) under n_samples draws of θ from the posterior: (S, n)."""
+        db, dg = self._deltas_chunked(*self._batch(prompt, a, b))
+        theta = post.sample(n_samples, generator)
+        return torch.sigmoid(db.unsqueeze(0) + link_fn(self.link, theta) @ dg.T)
+
+    def info_gain(self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """BALD: mutual information (bits) between the label of each pair and the user's latent, (n,)."""
+        m, s2 = self.pair_moments(post, prompt, a, b)
+        return bald(m, s2)
+
+    def entropy(self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Total predictive entropy (bits) of each pair's label, (n,)."""
+        m, s2 = self.pair_moments(post, prompt, a, b)
+        return binary_entropy(probit_proba(m, s2))
+
+    @torch.no_grad()
+    def reward(
+        self, post: Posterior, prompt: torch.Tensor, response: torch.Tensor, scaled: bool | None = None
+    ) -> torch.Tensor:
+        """Reward of n responses for the user at the posterior mean, (n,).
+
+        ``scaled`` (default: config.reward_scaling) returns VPL's scaled reward instead: the expected
+        probability of beating the stored reference responses under the same prompt, in [0, 1].
+        """
+        p, r = self._batch(prompt, response)
+        w = link_fn(self.link, post.mean.to(self.device))
+        base, g = self.basis(self.trunk(p, r))
+        raw = base + g @ w + self.reward_offset(w)
+        scaled = self.config.reward_scaling if scaled is None else scaled
+        if not scaled or self.reference_response.shape[0] == 0:
+            return raw.float().cpu()
+        refs = self.reference_response
+        n, k = p.shape[0], refs.shape[0]
+        pp = p.unsqueeze(1).expand(n, k, -1).reshape(n * k, -1)
+        rb, rg = self.basis(self.trunk(pp, refs.repeat(n, 1)))
+        ref_raw = (rb + rg @ w + self.reward_offset(w)).reshape(n, k)
+        return torch.sigmoid(raw.unsqueeze(1) - ref_raw).mean(1).float().cpu()
+
+    # ---- fitting seen users ------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_user_posteriors(
+        self,
+        user: torch.Tensor,
+        prompt: torch.Tensor,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+        profile_feats: torch.Tensor | None,
+        has_profile: torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+        em_rounds: int = 2,
+    ) -> None:
+        """Laplace posteriors of all training users, with empirical-Bayes prior variances."""
+        n_users, latent = len(self.user_ids), self.latent_dim
+        self.user_n = torch.bincount(user.cpu(), minlength=n_users).to(self.user_n.device)
+        if latent == 0:
+            return
+        was_training = self.training
+        self.eval()
+        db, dg = self._deltas_chunked(prompt, chosen, rejected)
+        order = torch.argsort(user.cpu(), stable=True)
+        counts = torch.bincount(user.cpu(), minlength=n_users)
+        width = max(int(counts.max()), 1)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(order)) - starts[user.cpu()[order]]
+        pad_db = torch.zeros(n_users, width)
+        pad_dg = torch.zeros(n_users, width, latent)
+        mask = torch.zeros(n_users, width)
+        uo = user.cpu()[order]
+        pad_db[uo, slot] = db[order]
+        pad_dg[uo, slot] = dg[order]
+        mask[uo, slot] = 1.0
+        feats = profile_feats if self.prior_net is not None else None
+        mu0 = self.prior_mean(feats).float().cpu().expand(n_users, latent).clone()
+        no_prof = self.prior_mean(self.profile_features([None]) if self.prior_net is not None else None)
+        mu_pop = no_prof.float().cpu().expand(n_users, latent)
+        if has_profile is None:
+            has_profile = torch.ones(n_users, dtype=torch.bool)
+        has_profile = has_profile.cpu() & torch.tensor(self.prior_net is not None)
+        mean = init.float().cpu() if init is not None else mu0.clone()
+        cov = torch.zeros(n_users, latent, latent)
+        for _ in range(max(em_rounds, 1)):
+            var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(), self.prior_var_population.cpu())
+            mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mean)
+            # Empirical Bayes (one EM step): prior variance = spread of user posteriors around the prior mean.
+            post_var = cov.diagonal(dim1=-2, dim2=-1)
+            active = counts > 0
+            if int(active.sum()) >= 2:
+                pv = ((mean - mu0) ** 2 + post_var)[active & has_profile]
+                if pv.shape[0] >= 2:
+                    self.prior_var_profile = pv.mean(0).clamp_min(1e-3).to(self.prior_var_profile.device)
+                pv = ((mean - mu_pop) ** 2 + post_var)[active]
+                self.prior_var_population = pv.mean(0).clamp_min(1e-3).to(self.prior_var_population.device)
+        self.user_mean = mean.to(self.user_mean.device)
+        self.user_cov = cov.to(self.user_cov.device)
+        self.train(was_training)
+
+    def _laplace_chunked(self, db, dg, mask, mu0, cov0, init, chunk: int = 1024):
+        means, covs = [], []
+        for i in range(0, db.shape[0], chunk):
+            m, c = laplace(
+                db[i : i + chunk],
+                dg[i : i + chunk],
+                mask[i : i + chunk],
+                mu0[i : i + chunk],
+                cov0[i : i + chunk],
+                self.link,
+                iters=self.config.laplace_iters,
+                init=init[i : i + chunk],
+            )
+            means.append(m)
+            covs.append(c)
+        return torch.cat(means), torch.cat(covs)
+
+    def set_reference(self, prompt: torch.Tensor, response: torch.Tensor, seed: int = 0) -> None:
+        k = min(self.config.n_reference, response.shape[0])
+        idx = torch.randperm(response.shape[0], generator=torch.Generator().manual_seed(seed))[:k]
+        self.reference_prompt = prompt[idx].float().to(self.device).clone()
+        self.reference_response = response[idx].float().to(self.device).clone()
+
+    def active_units(self, threshold: float = 0.01) -> int:
+        """Latent units whose posterior mean varies across seen users (Burda et al. 2016's activity)."""
+        if self.latent_dim == 0 or self.user_mean.shape[0] < 2:
+            return 0
+        return int((self.user_mean.var(0) > threshold).sum())
+
+    # ---- standalone export --------------------------------------------------------------------------
+    def export_head(self) -> dict[str, torch.Tensor]:
+        """The head as plain tensors for standalone.py: f = proj(h) (optional), base = f·base_w + base_b
+        + sqnorm·‖f‖², basis = f @ basis_w.T + basis_b, reward = base + w·basis + offset(w)."""
+        raise NotImplementedError
+
+    def save(self, path: str) -> None:
+        from ..artifacts import save_model
+
+        save_model(self, path)
+
+
+def _stack_context(context: Context | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    if context is None:
+        return None
+    if isinstance(context, tuple) and len(context) == 3 and isinstance(context[0], torch.Tensor):
+        if context[0].dim() == 2:
+            if context[0].shape[0] == 0:
+                return None
+            return context[0].float(), context[1].float(), context[2].float()
+        return context[0].reshape(1, -1).float(), context[1].reshape(1, -1).float(), context[2].reshape(1, -1).float()
+    items = list(context)
+    if not items:
+        return None
+    ps, cs, rs = zip(*items, strict=True)
+    return (
+        torch.stack([p.reshape(-1) for p in ps]).float(),
+        torch.stack([c.reshape(-1) for c in cs]).float(),
+        torch.stack([r.reshape(-1) for r in rs]).float(),
+    )

@@ -1,0 +1,281 @@
+"""Training on pre-computed embeddings: ``fit(kind, data, profiles, config)``."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import ModelConfig, RewardModel, build_model
+from .profiles import ProfileEncoder
+
+
+@dataclass
+class PreferenceData:
+    """Labelled pairs as tensors; row i: user ``user_ids[user[i]]`` preferred ``chosen[i]`` to ``rejected[i]``."""
+
+    user: torch.Tensor  # (N,) long: index into user_ids
+    prompt: torch.Tensor  # (N, d) prompt embeddings
+    chosen: torch.Tensor  # (N, d) embeddings of the preferred responses
+    rejected: torch.Tensor  # (N, d) embeddings of the other responses
+    user_ids: list[str]  # user index → user id
+
+    def __post_init__(self) -> None:
+        n = self.user.shape[0]
+        for name in ("prompt", "chosen", "rejected"):
+            t = getattr(self, name)
+            if t.dim() != 2 or t.shape[0] != n:
+                raise ValueError(f"PreferenceData.{name} must be ({n}, d), got {tuple(t.shape)}")
+        if n and int(self.user.max()) >= len(self.user_ids):
+            raise ValueError("PreferenceData.user indexes past user_ids")
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.prompt.shape[1])
+
+    def subset(self, index: torch.Tensor) -> PreferenceData:
+        return PreferenceData(self.user[index], self.prompt[index], self.chosen[index], self.rejected[index],
+                              list(self.user_ids))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any], encoder: Any, progress: bool = False) -> PreferenceData:
+        """Embed PreferenceRow-like rows (user_id, prompt, chosen, rejected) with a TextEncoder."""
+        user_ids = list(dict.fromkeys(r.user_id for r in rows))
+        index = {u: i for i, u in enumerate(user_ids)}
+        n = len(rows)
+        texts = [r.prompt for r in rows] + [r.chosen for r in rows] + [r.rejected for r in rows]
+        emb = encoder.encode(texts, progress=progress) if texts else torch.zeros(0, encoder.dim)
+        return cls(
+            torch.tensor([index[r.user_id] for r in rows], dtype=torch.long),
+            emb[:n],
+            emb[n : 2 * n],
+            emb[2 * n :],
+            user_ids,
+        )
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 30  # passes over the labelled pairs
+    batch_size: int = 256  # pairs per step (BT, PAL)
+    users_per_batch: int = 32  # users per step (VPL)
+    context_max: int = 24  # VPL: most context pairs a user shows the encoder in a step
+    targets: int = 16  # VPL: held-out target pairs per user per step
+    lr: float = 2e-3  # AdamW learning rate of the network (cosine decay)
+    user_lr: float = 5e-2  # PAL: learning rate of the per-user mixture logits
+    weight_decay: float = 1e-4  # AdamW weight decay
+    hidden: list[int] = field(default_factory=lambda: [256])  # trunk widths
+    features: str = "p_r_pr"  # trunk input blocks (features.FEATURE_KINDS)
+    dropout: float = 0.0  # trunk dropout
+    latent_dim: int = 8  # VPL latent size / PAL number of prototypes K
+    encoder_hidden: int = 128  # VPL pair-encoder width
+    beta: float = 1.0  # VPL: weight of the KL term at the end of annealing
+    kl_warmup: float = 0.3  # VPL: fraction of training over which β ramps from 0
+    free_bits: float = 0.05  # VPL: KL floor per latent unit (nats)
+    reward_scaling: bool = False  # VPL: reward() returns scaled (win-rate) rewards by default
+    pal_dim: int = 32  # PAL: projector width
+    pal_form: str = "dot"  # PAL: "dot" | "distance"
+    pal_prior_weight: float = 1.0  # PAL: weight of the Gaussian prior on the user logits
+    prior_std: float = 1.0  # initial prior std over θ
+    profile_hidden: int = 64  # profile → prior MLP width
+    profile_dropout: float = 0.2  # probability a training user's profile is hidden (learns the no-profile prior)
+    bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    progress: bool = True  # tqdm progress bar over epochs
+
+    def model_config(self, kind: str, dim: int, profile_dim: int) -> ModelConfig:
+        return ModelConfig(
+            kind=kind,
+            dim=dim,
+            hidden=list(self.hidden),
+            features=self.features,
+            dropout=self.dropout,
+            latent_dim=0 if kind == "bt" else self.latent_dim,
+            profile_dim=0 if kind == "bt" else profile_dim,
+            profile_hidden=self.profile_hidden,
+            prior_std=self.prior_std,
+            encoder_hidden=self.encoder_hidden,
+            free_bits=self.free_bits,
+            reward_scaling=self.reward_scaling,
+            pal_dim=self.pal_dim,
+            pal_form=self.pal_form,
+        )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
+                       ("cpu" if str(device) == "auto" else device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return dev
+
+
+class _UserSampler:
+    """Context/target sets per user for VPL steps, vectorised over a batch of users."""
+
+    def __init__(self, user: torch.Tensor, n_users: int, gen: torch.Generator):
+        self.gen = gen
+        counts = torch.bincount(user, minlength=n_users)
+        self.counts = counts
+        width = max(int(counts.max()) if len(user) else 1, 1)
+        order = torch.argsort(user, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(order)) - starts[user[order]]
+        self.index = torch.zeros(n_users, width, dtype=torch.long)
+        self.index[user[order], slot] = order
+        self.eligible = torch.nonzero(counts >= 2).flatten()
+        if len(self.eligible) == 0:
+            self.eligible = torch.nonzero(counts >= 1).flatten()
+
+    def sample(self, n: int, context_max: int, targets: int) -> dict[str, torch.Tensor]:
+        pick = self.eligible[torch.randint(len(self.eligible), (n,), generator=self.gen)]
+        counts = self.counts[pick]
+        width = self.index.shape[1]
+        keys = torch.rand(n, width, generator=self.gen)
+        keys[torch.arange(width).unsqueeze(0) >= counts.unsqueeze(1)] = 2.0
+        perm = torch.gather(self.index[pick], 1, torch.argsort(keys, dim=1))
+        cmax = torch.clamp(counts - 1, min=0).clamp(max=context_max)
+        n_ctx = (torch.rand(n, generator=self.gen) * (cmax + 1).float()).long().clamp(max=cmax)
+        cpos = torch.arange(context_max).unsqueeze(0)
+        ctx_mask = cpos < n_ctx.unsqueeze(1)
+        ctx_idx = torch.gather(perm, 1, cpos.clamp(max=width - 1).expand(n, -1))
+        tpos = n_ctx.unsqueeze(1) + torch.arange(targets).unsqueeze(0)
+        tgt_mask = tpos < counts.unsqueeze(1)
+        tgt_idx = torch.gather(perm, 1, tpos.clamp(max=width - 1))
+        return {"users": pick, "ctx_idx": ctx_idx, "ctx_mask": ctx_mask, "tgt_idx": tgt_idx, "tgt_mask": tgt_mask}
+
+
+def _profile_matrix(
+    user_ids: Sequence[str], profiles: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[ProfileEncoder | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Profile encoder fitted on the training users, their feature rows, has-profile flags, missing row."""
+    if not profiles:
+        return None, torch.zeros(len(user_ids), 0), torch.zeros(len(user_ids), dtype=torch.bool), torch.zeros(0)
+    rows = [profiles.get(u) for u in user_ids]
+    enc = ProfileEncoder().fit([r for r in rows if r])
+    if enc.dim == 0:
+        return None, torch.zeros(len(user_ids), 0), torch.zeros(len(user_ids), dtype=torch.bool), torch.zeros(0)
+    feats = enc.transform(rows)
+    has = torch.tensor([bool(r) for r in rows])
+    return enc, feats, has, enc.transform_one(None)
+
+
+def fit(
+    kind: str,
+    data: PreferenceData,
+    profiles: Mapping[str, Mapping[str, Any]] | None = None,
+    config: FitConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> RewardModel:
+    """Train a ``kind`` ("bt" | "vpl" | "pal") model on embedded preference data; returns it in eval mode."""
+    config = config or FitConfig()
+    dev = _resolve_device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    prof_enc, prof_feats, has_profile, missing_row = _profile_matrix(data.user_ids, profiles)
+    profile_dim = prof_enc.dim if prof_enc is not None else 0
+    model = build_model(config.model_config(kind, data.dim, profile_dim), data.user_ids, prof_enc).to(dev)
+    model.train()
+
+    user = data.user.to(dev)
+    prompt, chosen, rejected = (x.to(dev, torch.float32) for x in (data.prompt, data.chosen, data.rejected))
+    counts = torch.bincount(data.user, minlength=len(data.user_ids)).clamp_min(1).float().to(dev)
+    feats_dev = prof_feats.to(dev)
+    missing_dev = missing_row.to(dev)
+    use_profiles = model.prior_net is not None
+
+    user_params = [p for n, p in model.named_parameters() if n == "user_logits"]
+    net_params = [p for n, p in model.named_parameters() if n != "user_logits"]
+    groups: list[dict[str, Any]] = [{"params": net_params, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if user_params:
+        groups.append({"params": user_params, "lr": config.user_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups)
+
+    n = len(data)
+    if model.batching == "users":
+        sampler = _UserSampler(data.user, len(data.user_ids), gen)
+        steps_per_epoch = max(1, math.ceil(n / (config.users_per_batch * config.targets)))
+    else:
+        steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    total = steps_per_epoch * config.epochs
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    warm = max(1, total // 20)
+    autocast = dev.type == "cuda" and config.bf16
+
+    def profile_rows(users: torch.Tensor) -> torch.Tensor | None:
+        if not use_profiles:
+            return None
+        rows = feats_dev[users]
+        drop = torch.rand(users.shape[0], generator=gen) < config.profile_dropout
+        drop = drop.to(dev) | ~has_profile.to(dev)[users]
+        return torch.where(drop.unsqueeze(1), missing_dev.unsqueeze(0), rows)
+
+    step = 0
+    bar = tqdm(range(config.epochs), desc=f"fit {kind}", unit="epoch", disable=not config.progress)
+    last: dict[str, float] = {}
+    for _epoch in bar:
+        perm = torch.randperm(n, generator=gen).to(dev)
+        for i in range(steps_per_epoch):
+            frac = step / max(total, 1)
+            scale = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
+            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = lr * scale
+            if model.batching == "users":
+                s = sampler.sample(config.users_per_batch, config.context_max, config.targets)
+                ci, ti = s["ctx_idx"].to(dev), s["tgt_idx"].to(dev)
+                batch = {
+                    "ctx_prompt": prompt[ci], "ctx_chosen": chosen[ci], "ctx_rejected": rejected[ci],
+                    "ctx_mask": s["ctx_mask"].to(dev, torch.float32),
+                    "tgt_prompt": prompt[ti], "tgt_chosen": chosen[ti], "tgt_rejected": rejected[ti],
+                    "tgt_mask": s["tgt_mask"].to(dev, torch.float32),
+                }
+                prof = profile_rows(s["users"].to(dev))
+            else:
+                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                if len(idx) == 0:
+                    continue
+                u = user[idx]
+                batch = {"user": u, "prompt": prompt[idx], "chosen": chosen[idx], "rejected": rejected[idx],
+                         "user_count": counts[u]}
+                prof = profile_rows(u)
+            if prof is not None:
+                batch["profile"] = prof
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss, stats = model.training_loss(batch, frac, config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            step += 1
+            last = {"loss": float(loss.detach()), **stats}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
+
+    model.eval()
+    init = model.user_logits.detach() if hasattr(model, "user_logits") else None
+    model.set_reference(data.prompt, data.chosen, seed=seed)
+    model.fit_user_posteriors(
+        data.user, data.prompt, data.chosen, data.rejected,
+        prof_feats if use_profiles else None, has_profile, init=init,
+    )
+    model.info.update({
+        "fit_seconds": round(time.perf_counter() - t0, 3),
+        "n_pairs": n,
+        "n_users": len(data.user_ids),
+        "epochs": config.epochs,
+        "steps": step,
+        "device": str(dev),
+        "seed": seed,
+        "final": last,
+        "active_units": model.active_units(),
+        "fit_config": {k: v for k, v in vars(config).items()},
+    })
+    return model

@@ -1,0 +1,341 @@
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import DatabaseError
+from django.utils import timezone
+
+from feedback import services
+from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Prompt, Study
+from feedback.profile_schema import ALL_FIELD_NAMES
+from feedback.services import ServiceError
+from tests.factories import AnnotatorFactory, ResearcherFactory, StudyFactory, make_study_with_pairs
+
+pytestmark = pytest.mark.django_db
+
+
+# --- study_create ---------------------------------------------------------------------------------
+
+
+def test_it_creates_a_study_with_its_creator_as_researcher():
+    researcher = ResearcherFactory()
+    study = services.study_create(
+        name="Politeness", created_by=researcher, profile_fields=["gender", "age"], overlap_target=5
+    )
+    assert study.slug == "politeness"
+    assert study.profile_fields == ["age", "gender"]  # in the schema's order
+    assert study.overlap_target == 5
+    assert study.status == Study.Status.ACTIVE
+    assert list(study.researchers.all()) == [researcher]
+
+
+def test_it_asks_every_profile_field_by_default_and_allows_no_owner():
+    study = services.study_create(name="Ownerless", created_by=None)
+    assert study.profile_fields == list(ALL_FIELD_NAMES)
+    assert study.created_by is None
+    assert study.researchers.count() == 0
+
+
+def test_it_makes_slugs_unique():
+    services.study_create(name="Same name?", created_by=None)
+    second = services.study_create(name="Same name!", created_by=None)
+    assert second.slug == "same-name-2"
+
+
+@pytest.mark.parametrize(
+    "kwargs,code,message",
+    [
+        ({"profile_fields": ["age", "shoe_size"]}, "invalid", "unknown profile fields: ['shoe_size']"),
+        ({"overlap_target": 0}, "invalid", "overlap_target and pairs_per_annotator must be at least 1"),
+        ({"pairs_per_annotator": 0}, "invalid", "overlap_target and pairs_per_annotator must be at least 1"),
+        ({"name": "Taken"}, "conflict", "a study with this name already exists"),
+    ],
+)
+def test_it_validates_new_studies(kwargs, code, message):
+    StudyFactory(name="Taken")
+    with pytest.raises(ServiceError) as info:
+        services.study_create(**{"name": "New", "created_by": None, **kwargs})
+    assert (info.value.code, str(info.value)) == (code, message)
+    assert Study.objects.count() == 1
+
+
+# --- study_import ---------------------------------------------------------------------------------
+
+
+def _rows(n: int) -> bytes:
+    return "\n".join(
+        json.dumps(
+            {"prompt": f"Q{i}?", "responses": [{"text": f"a{i}"}, {"text": f"b{i}"}, {"text": f"c{i}"}]}
+        )
+        for i in range(n)
+    ).encode()
+
+
+def test_it_imports_prompts_candidates_and_pairs():
+    study = StudyFactory()
+    result = services.study_import(study=study, data=_rows(4), filename="x.jsonl")
+    assert result.as_dict() == {"format": "responses", "prompts": 4, "candidates": 12, "pairs": 12}
+    assert Pair.objects.filter(study=study).count() == 12
+    pair = Pair.objects.filter(study=study).select_related("candidate_a", "candidate_b", "prompt").first()
+    assert pair.candidate_a.prompt == pair.candidate_b.prompt == pair.prompt
+
+
+def test_it_imports_nothing_when_the_database_fails_midway(monkeypatch):
+    study = StudyFactory()
+
+    def broken_bulk_create(*args, **kwargs):
+        raise DatabaseError("disk full")
+
+    # Prompts and candidates are written, then storing the pairs fails.
+    monkeypatch.setattr(Pair.objects, "bulk_create", broken_bulk_create)
+    with pytest.raises(DatabaseError):
+        services.study_import(study=study, data=_rows(3), filename="x.jsonl")
+    assert (Prompt.objects.count(), Candidate.objects.count(), Pair.objects.count()) == (0, 0, 0)
+
+
+def test_it_runs_import_hooks_after_commit(django_capture_on_commit_callbacks, monkeypatch):
+    study = StudyFactory()
+    seen = []
+    monkeypatch.setattr(services, "study_imported_hooks", [seen.append])
+    with django_capture_on_commit_callbacks(execute=True):
+        services.study_import(study=study, data=_rows(1))
+    assert seen == [study]
+
+
+# --- study_set_status ---------------------------------------------------------------------------
+
+
+def test_it_sets_the_study_status():
+    study = StudyFactory()
+    services.study_set_status(study=study, status="paused")
+    study.refresh_from_db()
+    assert study.status == Study.Status.PAUSED
+    with pytest.raises(ServiceError):
+        services.study_set_status(study=study, status="archived")
+
+
+# --- annotator_join -------------------------------------------------------------------------------
+
+
+def test_it_resumes_an_annotator_by_external_id():
+    study = make_study_with_pairs(2)
+    first, created = services.annotator_join(study=study, external_id="PID-1")
+    again, created_again = services.annotator_join(study=study, external_id=" PID-1 ")
+    other, _ = services.annotator_join(study=study, external_id="PID-2")
+    assert (created, created_again) == (True, False)
+    assert again == first
+    assert other != first
+    assert Annotator.objects.filter(study=study).count() == 2
+    assert first.user.has_usable_password() is False
+    assert hasattr(first, "profile")
+
+
+def test_it_keeps_the_same_external_id_apart_across_studies():
+    a, _ = services.annotator_join(study=make_study_with_pairs(1), external_id="PID-1")
+    b, created = services.annotator_join(study=make_study_with_pairs(1), external_id="PID-1")
+    assert created and a != b and a.user != b.user
+
+
+def test_it_always_creates_a_new_annotator_without_an_external_id():
+    study = make_study_with_pairs(1)
+    a, _ = services.annotator_join(study=study)
+    b, _ = services.annotator_join(study=study)
+    assert a != b
+
+
+@pytest.mark.parametrize("status", ["paused", "closed", "draft"])
+def test_it_refuses_joining_a_study_that_is_not_active(status):
+    study = make_study_with_pairs(1, status=status)
+    with pytest.raises(ServiceError) as info:
+        services.annotator_join(study=study, external_id="PID-1")
+    assert info.value.code == "forbidden"
+
+
+# --- assignment_next ------------------------------------------------------------------------------
+
+
+def _judge(annotator: Annotator, assignment: Assignment, key: str, choice: str = "a") -> Judgment:
+    judgment, _ = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice=choice, client_key=key
+    )
+    return judgment
+
+
+def test_it_never_gives_a_pair_twice_to_one_annotator():
+    study = make_study_with_pairs(6, overlap_target=10, pairs_per_annotator=100)
+    annotator = AnnotatorFactory(study=study)
+    seen = []
+    rng = random.Random(0)
+    while (assignment := services.assignment_next(annotator=annotator, rng=rng)) is not None:
+        seen.append(assignment.pair_id)
+        _judge(annotator, assignment, f"k{len(seen)}")
+    assert len(seen) == 6
+    assert len(set(seen)) == 6
+
+
+def test_it_respects_the_overlap_target():
+    study = make_study_with_pairs(2, overlap_target=2, pairs_per_annotator=5)
+    got = []
+    for i in range(5):
+        annotator = AnnotatorFactory(study=study)
+        while (assignment := services.assignment_next(annotator=annotator)) is not None:
+            got.append(assignment.pair_id)
+            _judge(annotator, assignment, f"k{i}-{len(got)}")
+    # 2 pairs x overlap 2: exactly 4 assignments in all, 2 per pair.
+    assert sorted(got) == sorted(list(study.pairs.values_list("id", flat=True)) * 2)
+    assert {p.n_assigned for p in study.pairs.all()} == {2}
+    assert {p.n_judgments for p in study.pairs.all()} == {2}
+    assert Assignment.objects.count() == 4
+
+
+def test_it_stops_at_the_annotators_quota():
+    study = make_study_with_pairs(5, overlap_target=3, pairs_per_annotator=2)
+    annotator = AnnotatorFactory(study=study)
+    for i in range(2):
+        _judge(annotator, services.assignment_next(annotator=annotator), f"k{i}")
+    assert services.assignment_next(annotator=annotator) is None
+
+
+def test_it_reuses_the_open_assignment():
+    study = make_study_with_pairs(4)
+    annotator = AnnotatorFactory(study=study)
+    first = services.assignment_next(annotator=annotator)
+    again = services.assignment_next(annotator=annotator)
+    assert first.pk == again.pk
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
+    assert Pair.objects.get(pk=first.pair_id).n_assigned == 1
+
+
+def test_it_gives_nothing_when_the_study_is_not_active():
+    study = make_study_with_pairs(2, status="paused")
+    assert services.assignment_next(annotator=AnnotatorFactory(study=study)) is None
+
+
+def test_it_releases_stale_assignments(settings):
+    settings.CHORUS_ASSIGNMENT_TTL_SECONDS = 60
+    study = make_study_with_pairs(1, overlap_target=1)
+    slow, fast = AnnotatorFactory(study=study), AnnotatorFactory(study=study)
+    held = services.assignment_next(annotator=slow)
+    # Within the TTL the only slot is taken.
+    assert services.assignment_next(annotator=fast) is None
+    Assignment.objects.filter(pk=held.pk).update(assigned_at=timezone.now() - timedelta(seconds=61))
+    taken_over = services.assignment_next(annotator=fast)
+    assert taken_over is not None and taken_over.pair_id == held.pair_id
+    held.refresh_from_db()
+    assert held.released_at is not None
+    assert Pair.objects.get(pk=held.pair_id).n_assigned == 1
+    # The released assignment can no longer be judged, and the pair is not offered to its owner again.
+    with pytest.raises(ServiceError):
+        _judge(slow, held, "late")
+    assert services.assignment_next(annotator=slow) is None
+
+
+# --- judgment_create ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def assigned(db):
+    study = make_study_with_pairs(3, pairs_per_annotator=2)
+    annotator = AnnotatorFactory(study=study)
+    return annotator, services.assignment_next(annotator=annotator)
+
+
+def test_it_records_a_judgment_in_the_pairs_terms(assigned):
+    annotator, assignment = assigned
+    judgment, created = services.judgment_create(
+        annotator=annotator,
+        pair=assignment.pair,
+        choice="b",
+        client_key="k1",
+        strength=80,
+        rationale="  clearer  ",
+        time_ms=4200,
+    )
+    assert created
+    assert (judgment.choice, judgment.strength, judgment.rationale, judgment.time_ms) == (
+        "b",
+        80,
+        "clearer",
+        4200,
+    )
+    assert judgment.shown_order == assignment.shown_order
+    assignment.refresh_from_db()
+    assert assignment.completed_at is not None
+    assert Pair.objects.get(pk=assignment.pair_id).n_judgments == 1
+
+
+def test_it_is_idempotent_on_the_client_key(assigned):
+    annotator, assignment = assigned
+    first, created = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice="a", client_key="k1"
+    )
+    retry, created_again = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice="b", client_key="k1"
+    )
+    assert (created, created_again) == (True, False)
+    assert retry.pk == first.pk and retry.choice == "a"
+    assert Judgment.objects.count() == 1
+    assert Pair.objects.get(pk=assignment.pair_id).n_judgments == 1
+
+
+def test_it_rejects_a_pair_that_is_not_assigned(assigned):
+    annotator, assignment = assigned
+    other_pair = annotator.study.pairs.exclude(pk=assignment.pair_id).first()
+    with pytest.raises(ServiceError, match="not assigned"):
+        services.judgment_create(annotator=annotator, pair=other_pair, choice="a", client_key="k1")
+    # Nor can the same pair be judged twice.
+    _judge(annotator, assignment, "k2")
+    with pytest.raises(ServiceError, match="not assigned"):
+        services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key="k3")
+
+
+def test_it_rejects_a_pair_of_another_study(assigned):
+    annotator, _ = assigned
+    foreign = make_study_with_pairs(1).pairs.get()
+    with pytest.raises(ServiceError) as info:
+        services.judgment_create(annotator=annotator, pair=foreign, choice="a", client_key="k1")
+    assert info.value.code == "not_found"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"choice": "left"},
+        {"choice": "A"},
+        {"choice": "a", "strength": 0},
+        {"choice": "a", "strength": 101},
+        {"choice": "a", "strength": True},
+        {"choice": "a", "strength": "50"},
+        {"choice": "a", "time_ms": -1},
+        {"choice": "a", "client_key": ""},
+        {"choice": "a", "client_key": "x" * 65},
+    ],
+)
+def test_it_rejects_bad_input(assigned, kwargs):
+    annotator, assignment = assigned
+    with pytest.raises(ServiceError):
+        services.judgment_create(annotator=annotator, pair=assignment.pair, **{"client_key": "k1", **kwargs})
+    assert Judgment.objects.count() == 0
+
+
+def test_it_clears_the_strength_of_a_tie(assigned):
+    annotator, assignment = assigned
+    judgment, _ = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice="tie", client_key="k1", strength=90
+    )
+    judgment.refresh_from_db()
+    assert judgment.choice == "tie" and judgment.strength is None
+
+
+def test_it_completes_the_annotator_at_the_quota(assigned):
+    annotator, assignment = assigned
+    _judge(annotator, assignment, "k1")
+    annotator.refresh_from_db()
+    assert annotator.completed_at is None
+    _judge(annotator, services.assignment_next(annotator=annotator), "k2")
+    annotator.refresh_from_db()
+    assert annotator.completed_at is not None
+    assert services.assignment_next(annotator=annotator) is None

@@ -1,0 +1,229 @@
+"""Researcher dashboard of a study, and an annotator's page for downloading their own reward model.
+
+The dashboard numbers come from training.dashboard.study_dashboard (the API serves the same dict); the
+page renders them twice — as tables here, and as charts drawn by static/js/dashboard.js from the
+`dashboard-data` json_script. htmx swaps the `sections` partial when the grouping changes and when
+dashboard.js hears a new judgment or model version on the study's websocket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET
+
+from feedback import selectors
+from feedback.models import Annotator, Judgment, Profile, Study
+from feedback.profile_schema import FIELDS_BY_NAME, STATED_PREFS, groupable_fields
+from training import downloads
+from training.dashboard import study_dashboard
+from training.models import AnnotatorPosterior
+from training.services import active_version
+
+DEFAULT_GROUP_BY = "gender"
+CACHE_SECONDS = 600
+_STATED_LABELS = dict(STATED_PREFS)
+
+
+# --- access helpers ---------------------------------------------------------------------------------
+
+
+def _get_study_for_researcher(request: HttpRequest, pk: int) -> Study:
+    """The study, or 404 when it does not exist and 403 unless the user is one of its researchers."""
+    study = get_object_or_404(Study, pk=pk)
+    if selectors.annotator_for_user(request.user) is not None or not study.has_researcher(request.user):
+        raise PermissionDenied("you are not a researcher of this study")
+    return study
+
+
+def _get_own_annotator(request: HttpRequest, slug: str) -> Annotator:
+    """The session's annotator of study `slug`; 404 for everyone else (nothing to learn here)."""
+    annotator = selectors.annotator_for_user(request.user)
+    if annotator is None or annotator.study.slug != slug:
+        raise Http404("No such page.")
+    return annotator
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def field_label(name: str) -> str:
+    if name.startswith("stated_prefs."):
+        code = name.split(".", 1)[1]
+        return f"Stated preference: {code} (low / mid / high)"
+    spec = FIELDS_BY_NAME.get(name)
+    return spec.label if spec else name
+
+
+def _fingerprint(study: Study) -> tuple:
+    """Changes whenever anything the dashboard shows can have changed (judgments, profiles, models)."""
+    version = active_version(study.pk)
+    judgments = Judgment.objects.filter(pair__study=study).aggregate(n=Count("id"), last=Max("id"))
+    profiles = Profile.objects.filter(annotator__study=study).aggregate(n=Count("id"), last=Max("updated_at"))
+    posteriors = (
+        AnnotatorPosterior.objects.filter(model_version=version).aggregate(n=Count("id"), last=Max("updated_at"))
+        if version
+        else {}
+    )
+    n_annotators = Annotator.objects.filter(study=study).count()
+    return (
+        study.created_at.isoformat(),
+        judgments["n"], judgments["last"], profiles["n"], str(profiles["last"]), n_annotators,
+        version.pk if version else None, posteriors.get("n"), str(posteriors.get("last")), study.overlap_target,
+    )
+
+
+def dashboard_data(study: Study, group_by: str) -> dict[str, Any]:
+    """study_dashboard, cached until something it depends on changes (live pages re-fetch often)."""
+    if group_by not in groupable_fields():
+        raise ValueError(f"cannot group by {group_by!r}; choose one of {groupable_fields()}")
+    digest = hashlib.sha256(repr(_fingerprint(study)).encode()).hexdigest()[:32]
+    key = f"chorus:dashboard:{study.pk}:{group_by}:{digest}"
+    data = cache.get(key)
+    if data is None:
+        data = study_dashboard(study, group_by)
+        cache.set(key, data, CACHE_SECONDS)
+    return data
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def _matrix_rows(names: list[str], matrix: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": a, "cells": [(matrix.get(a) or {}).get(b) for b in names]} for a in names]
+
+
+def _tables(study: Study, data: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard numbers reshaped for the HTML tables (the charts use `data` itself)."""
+    groups = data["groups"]
+    names = [g["name"] for g in groups]
+    total_ann = max(1, data["progress"]["annotators"])
+    total_j = max(1, data["progress"]["judgments"])
+    progress_rows = [
+        {"name": g["name"], "annotators": g["annotators"], "judgments": g["judgments"],
+         "annotators_pct": 100 * g["annotators"] / total_ann, "judgments_pct": 100 * g["judgments"] / total_j}
+        for g in groups
+    ]
+    models = [row["model"] for row in data["overall"]["leaderboard"]]
+    boards = {g["name"]: {r["model"]: r for r in g["leaderboard"]} for g in groups}
+    overall = {r["model"]: r for r in data["overall"]["leaderboard"]}
+    leaderboard_rows = [
+        {"model": m, "overall": overall.get(m), "cells": [boards[n].get(m) for n in names]} for m in models
+    ]
+    cross = data.get("cross_group_accuracy") or {}
+    cross_names = cross.get("groups") or []
+    sv_groups = sorted({g for a in data["stated_vs_revealed"]["attributes"] for g in a["by_group"]})
+    stated_rows = [
+        {**a, "cells": [a["by_group"].get(g) for g in sv_groups]} for a in data["stated_vs_revealed"]["attributes"]
+    ]
+    ids = dict(Annotator.objects.filter(study=study).values_list("pseudonym", "id"))
+    has_model = data.get("model_version") is not None
+    quality_rows = [
+        {**q, "model_url": reverse("api-annotator-reward-model", args=[study.pk, ids[q["annotator"]]])
+         if has_model and q["annotator"] in ids else ""}
+        for q in data["quality"]
+    ]
+    group_model_urls = {
+        n: reverse("api-group-model", args=[study.pk]) + "?" + urlencode({"group_by": data["group_by"], "group": n})
+        for n in names
+    }
+    return {
+        "names": names,
+        "progress_rows": progress_rows,
+        "leaderboard_rows": leaderboard_rows,
+        "rank_rows": _matrix_rows(names, data["rank_correlation"]),
+        "between_rows": _matrix_rows(names, data["between_group_agreement"]),
+        "cross_names": cross_names,
+        "cross_rows": _matrix_rows(cross_names, cross.get("matrix") or {}),
+        "cross_note": cross.get("note", ""),
+        "stated_groups": sv_groups,
+        "stated_rows": stated_rows,
+        "quality_rows": quality_rows,
+        "group_rows": [
+            {**g, "personalized_pct": _pct(g["reward_accuracy"]["personalized"]),
+             "population_pct": _pct(g["reward_accuracy"]["population"]), "model_url": group_model_urls[g["name"]]}
+            for g in groups
+        ],
+        "overall_accuracy": {
+            "personalized_pct": _pct(data["overall"]["reward_accuracy"]["personalized"]),
+            "population_pct": _pct(data["overall"]["reward_accuracy"]["population"]),
+            "n_heldout": data["overall"]["reward_accuracy"]["n_heldout"],
+        },
+        "pairs_pct": 100 * data["progress"]["pairs_complete"] / max(1, data["progress"]["pairs"]),
+        "judgments_pct": 100 * data["progress"]["judgments"] / max(1, data["progress"]["target_judgments"]),
+        "has_model": has_model,
+    }
+
+
+# --- pages ------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
+    study = _get_study_for_researcher(request, pk)
+    group_by = request.GET.get("group_by") or DEFAULT_GROUP_BY
+    status = 200
+    if group_by not in groupable_fields():
+        group_by, status = DEFAULT_GROUP_BY, 400
+    data = dashboard_data(study, group_by)
+    context = {
+        "study": study,
+        "data": data,
+        "group_by": group_by,
+        "group_label": field_label(group_by),
+        "fields": [(name, field_label(name)) for name in groupable_fields()],
+        "bad_group_by": status == 400,
+        "study_model_url": reverse("api-study-model", args=[study.pk]),
+        "dashboard_url": reverse("training:dashboard", args=[study.pk]),
+        **_tables(study, data),
+    }
+    template = "training/dashboard.html"
+    if getattr(request, "htmx", False):
+        template += "#sections"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+def my_model(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_own_annotator(request, slug)
+    version = active_version(annotator.study_id)
+    stored = (
+        AnnotatorPosterior.objects.filter(annotator=annotator, model_version=version).first() if version else None
+    )
+    context = {
+        "study": annotator.study,
+        "annotator": annotator,
+        "version": version,
+        "posterior": stored,
+        "accuracy_pct": _pct(stored.accuracy) if stored and stored.accuracy is not None else None,
+        "n_judged": Judgment.objects.filter(annotator=annotator).count(),
+    }
+    return render(request, "training/my_model.html", context)
+
+
+@require_GET
+def my_model_download(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_own_annotator(request, slug)
+    try:
+        bundle = downloads.annotator_model_zip(annotator)
+    except downloads.NoModelYet as exc:
+        return render(request, "training/no_model.html", {"study": annotator.study, "message": str(exc)}, status=409)
+    return zip_response(bundle)
+
+
+def zip_response(bundle: downloads.ModelZip) -> HttpResponse:
+    response = HttpResponse(bundle.content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
