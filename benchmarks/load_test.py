@@ -181,6 +181,63 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+# ------------------------------------------------------------------------------------------ CPU accounting
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds (Linux /proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _pg_backend_pids() -> list[int]:
+    """Backends serving the benchmark database, except this script's own connection."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+class CpuMeter:
+    """CPU seconds used by the server's processes and by PostgreSQL's backends (both on loopback)."""
+
+    def __init__(self, server_pgid: int | None):
+        self.server_pgid = server_pgid
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        server = {p: _proc_cpu(p) for p in _group_pids(self.server_pgid)} if self.server_pgid else {}
+        try:
+            pg = {p: _proc_cpu(p) for p in _pg_backend_pids()}
+        except Exception:
+            pg = {}
+        return {"server": server, "postgres": pg}
+
+    @staticmethod
+    def used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        return {
+            kind: round(sum(cpu - before[kind].get(pid, 0.0) for pid, cpu in after[kind].items()), 1)
+            for kind in after
+        }
+
+
 # --------------------------------------------------------------------------------------------- client side
 
 
@@ -244,7 +301,7 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-async def run_load(url: str, study_id: int, args: argparse.Namespace) -> dict:
+async def run_load(url: str, study_id: int, args: argparse.Namespace, meter: CpuMeter) -> dict:
     stats = Stats()
     start = asyncio.Event()
     deadline = [float("inf")]
@@ -256,12 +313,15 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace) -> dict:
     join_deadline = time.monotonic() + 60
     while stats.joined < args.annotators and time.monotonic() < join_deadline:
         await asyncio.sleep(0.1)
+    snap0 = await asyncio.to_thread(meter.snapshot)
     cpu0, t0 = time.process_time(), time.perf_counter()
     deadline[0] = t0 + args.duration
     start.set()
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.duration + 60)
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    used = CpuMeter.used(snap0, await asyncio.to_thread(meter.snapshot))
+    per_judgment = {k: round(1000 * v / stats.judgments, 2) if stats.judgments else None for k, v in used.items()}
     return {
         "annotators": args.annotators,
         "duration_s": round(elapsed, 2),
@@ -273,6 +333,12 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace) -> dict:
         "annotators_out_of_pairs": stats.finished,
         "errors": stats.errors,
         "load_generator_cpu_s": round(cpu, 1),
+        "server_cpu_s": used["server"] if meter.server_pgid else None,
+        "postgres_cpu_s": used["postgres"],
+        # CPU per judgment (its next-pair call included): what bounds throughput on a machine of its own.
+        "cpu_ms_per_judgment": {"server": per_judgment["server"] if meter.server_pgid else None,
+                                "postgres": per_judgment["postgres"]},
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
     }
 
 
@@ -315,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             proc, url = start_server(args)
             print(f"started {args.server} ({args.workers if args.server == 'uvicorn' else 1} worker(s)) at {url}, "
                   + ("connection pool" if args.pool else f"DB_CONN_MAX_AGE={args.conn_max_age}"))
-        result = asyncio.run(run_load(url, study.pk, args))
+        result = asyncio.run(run_load(url, study.pk, args, CpuMeter(proc.pid if proc else None)))
     finally:
         if proc is not None:
             stop_server(proc)

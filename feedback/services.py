@@ -17,7 +17,17 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from feedback.importers import parse_import
-from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Profile, Prompt, Study, text_hash
+from feedback.models import (
+    Annotator,
+    Assignment,
+    Candidate,
+    Judgment,
+    Pair,
+    Profile,
+    Prompt,
+    Study,
+    text_hash,
+)
 from feedback.profile_schema import ALL_FIELD_NAMES, clean_profile
 from feedback.selection import get_selector
 

@@ -188,9 +188,10 @@ def _quality_flags(study: Study, rows: list[dict[str, Any]], profiles: dict[int,
     for r in rows:
         by_ann[r["annotator_id"]].append(r)
     repeats = defaultdict(list)
-    for a_id, pair_id, choice, is_repeat in Assignment.objects.filter(
+    # A repeated pair (shown again, sides swapped) is consistent when both choices agree in pair terms.
+    for a_id, pair_id, choice in Assignment.objects.filter(
         annotator__study=study, judgment__isnull=False
-    ).values_list("annotator_id", "pair_id", "judgment__choice", "is_repeat"):
+    ).values_list("annotator_id", "pair_id", "judgment__choice"):
         repeats[(a_id, pair_id)].append(choice)
     flags = []
     for a_id, js in by_ann.items():
@@ -282,7 +283,7 @@ def study_dashboard(study: Study, group_by: str = "gender") -> dict[str, Any]:
     for r in rows:
         rows_by_group[groups.get(r["annotator_id"], "unanswered")].append(r)
     annotators_by_group: dict[str, int] = defaultdict(int)
-    for a, g in groups.items():
+    for g in groups.values():
         annotators_by_group[g] += 1
 
     out_groups = []

@@ -97,22 +97,29 @@ class ModelSelector:
     """
 
     def __init__(self, name: str, strategy: str, random_share: float = 0.0):
+        self.base_name = name
+        # What the assignment records (Assignment.selector): "<name>:random" when this request was served
+        # overlap-balanced random (the mixed share, or no model yet), so analyses can keep those apart.
         self.name = name
         self.strategy = strategy  # "uncertainty" | "info_gain"
         self.random_share = random_share  # share of requests served overlap-balanced random
 
+    def _random(self, annotator: Annotator, limit: int) -> list[int]:
+        self.name = f"{self.base_name}:random"
+        return RandomSelector().rank(annotator=annotator, limit=limit)
+
     def rank(self, *, annotator: Annotator, limit: int) -> list[int]:
-        fallback = RandomSelector()
+        self.name = self.base_name
         if self.random_share and random.random() < self.random_share:
-            return fallback.rank(annotator=annotator, limit=limit)
+            return self._random(annotator, limit)
         version = active_version(annotator.study_id)
         if version is None:
-            return fallback.rank(annotator=annotator, limit=limit)
+            return self._random(annotator, limit)
         pool = pair_pool(annotator.study_id, version)
         ids = list(eligible_pairs(annotator).values_list("id", flat=True))
         positions, found = pool.positions(ids)
         if len(found) == 0:
-            return fallback.rank(annotator=annotator, limit=limit)
+            return self._random(annotator, limit)
         post = annotator_posterior(annotator, version)
         scores = score_pairs(pool, positions, post, self.strategy)
         k = min(limit, len(found))

@@ -21,6 +21,7 @@ active model predicts FRESH held-out pairs of the study that nobody labels durin
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import re
@@ -271,10 +272,10 @@ def pluralistic(label_scale: float = 1.0) -> Population:
 
 
 def opposite(label_scale: float = 1.5) -> Population:
-    """Two types with opposite tastes on length; the short-answer type is the minority (25%)."""
+    """Two types with opposite tastes on length; the short-answer type is the minority (30%)."""
     types = [
-        UserType("long", {"length": 2.0}, 0.75, {"gender": "female", "age": "45-54"}),
-        UserType("short", {"length": -2.0}, 0.25, {"gender": "male", "age": "18-24"}),
+        UserType("long", {"length": 2.0}, 0.7, {"gender": "female", "age": "45-54"}),
+        UserType("short", {"length": -2.0}, 0.3, {"gender": "male", "age": "18-24"}),
     ]
     return Population(types, label_scale=label_scale, name="opposite")
 
@@ -385,12 +386,16 @@ def _eager_tasks() -> Iterator[None]:
     from celery import current_app
 
     before = current_app.conf.task_always_eager, current_app.conf.task_eager_propagates
+    trace_log = logging.getLogger("celery.app.trace")  # one "Task … succeeded" line per label otherwise
+    level = trace_log.level
     current_app.conf.task_always_eager = True
     current_app.conf.task_eager_propagates = True
+    trace_log.setLevel(logging.WARNING)
     try:
         yield
     finally:
         current_app.conf.task_always_eager, current_app.conf.task_eager_propagates = before
+        trace_log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -563,6 +568,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
         "types": [{"name": t.name, "share": float(s), "weights": t.weights} for t, s in zip(pop.types, pop.shares,
                                                                                              strict=True)],
         "attribute_sources": table.sources,
+        "eval_pair_ids": eval_table.pair_ids.tolist(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
         "strategies": {},
     }

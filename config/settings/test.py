@@ -30,3 +30,16 @@ DEBUG = False
 CHORUS_EMBED_ON_IMPORT = False
 CHORUS_RETRAIN_MIN_JUDGMENTS = 10**9
 CHORUS_RETRAIN_EVERY_JUDGMENTS = 10**9
+
+# --- Real-worker tests (tests/training/test_worker.py) ------------------------------------------------
+# The worker those tests start runs with these settings plus env overrides: CHORUS_TEST_EAGER=0 makes it
+# (and only it) use the Redis broker for real; TEST_DATABASE_URL points it at the test's own database.
+# CELERY_VISIBILITY_TIMEOUT / CHORUS_TRAINING_STALE_SECONDS are short there so a killed worker's task comes
+# back within seconds; CHORUS_FIT_EPOCHS shortens training (0 = the FitConfig default);
+# CHORUS_TEST_SLOW_FIT_SECONDS (read by training.services._fit) stretches a fit so it can be interrupted.
+if os.environ.get("CHORUS_TEST_EAGER", "1") == "0":
+    CELERY_TASK_ALWAYS_EAGER = False
+    CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}  # noqa: F405
+CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)  # noqa: F405
+CHORUS_FIT_EPOCHS = env_int("CHORUS_FIT_EPOCHS", 0)  # noqa: F405

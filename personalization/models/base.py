@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..features import Trunk
+from ..profiles import ProfileEncoder
 from .posterior import (
     Posterior,
     bald,
@@ -27,7 +28,6 @@ from .posterior import (
     probit_proba,
     rank_one_update,
 )
-from ..profiles import ProfileEncoder
 
 Context = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .posterior import nll
 from .base import RewardModel
+from .posterior import nll
 
 
 class BTModel(RewardModel):

@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .posterior import gaussian_kl, nll
 from .base import RewardModel
+from .posterior import gaussian_kl, nll
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 4.0
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from tests.training.conftest import label_all
 from training import services
 from training.dashboard import study_dashboard
-from tests.training.conftest import label_all
 
 
 @pytest.mark.django_db

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from feedback import services as feedback_services
+from tests.training.conftest import label_all, likes_long
 from training import services
 from training.models import AnnotatorPosterior, ModelVersion, TextEmbedding
-from tests.training.conftest import label_all, likes_long
 
 
 @pytest.mark.django_db

@@ -16,7 +16,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from feedback.models import Study
 from training.services import MODEL_KINDS
-from training.simulation import POPULATIONS, STRATEGIES, SimulationConfig, create_synthetic_study, run_simulation
+from training.simulation import (
+    POPULATIONS,
+    STRATEGIES,
+    SimulationConfig,
+    create_synthetic_study,
+    run_simulation,
+)
 
 
 class Command(BaseCommand):
