@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+PLANTS = ["fern", "cactus", "orchid"]
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_ENV = {
     "DJANGO_SETTINGS_MODULE": "config.settings.base",
@@ -48,21 +49,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="use this running server (same DATABASE_URL) instead of starting one")
     p.add_argument("--annotators", type=int, default=50, help="concurrent simulated annotators (default 50)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load after everyone joined (default 30)")
+    p.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of load after everyone joined (default 30)"
+    )
     p.add_argument("--pairs", type=int, default=0, help="pairs in the study (default: enough for the run)")
     p.add_argument("--overlap", type=int, default=3, help="study overlap target (default 3)")
-    p.add_argument("--server", choices=["uvicorn", "daphne"], default=None,
-                   help="ASGI server to start (default: uvicorn if installed, else daphne)")
+    p.add_argument(
+        "--server",
+        choices=["uvicorn", "daphne"],
+        default=None,
+        help="ASGI server to start (default: uvicorn if installed, else daphne)",
+    )
     p.add_argument("--workers", type=int, default=2, help="server worker processes (uvicorn only; default 2)")
     p.add_argument("--port", type=int, default=0, help="port to start the server on (default: a free one)")
-    p.add_argument("--conn-max-age", type=int, default=0,
-                   help="DB_CONN_MAX_AGE for the started server without --pool (default 0; see BENCHMARKS.md: "
-                   "persistent connections leak under ASGI)")
-    p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
-                   help="serve with Django's psycopg connection pool (DATABASE_URL ?pool=true, DB_CONN_MAX_AGE=0); "
-                   "default: on when psycopg-pool is installed")
-    p.add_argument("--broker", default="redis://127.0.0.1:6379/13",
-                   help="Celery broker for the server's judgment hooks (purged afterwards)")
+    p.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=0,
+        help="DB_CONN_MAX_AGE for the started server without --pool (default 0; see BENCHMARKS.md: "
+        "persistent connections leak under ASGI)",
+    )
+    p.add_argument(
+        "--pool",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve with Django's psycopg connection pool (DATABASE_URL ?pool=true, DB_CONN_MAX_AGE=0); "
+        "default: on when psycopg-pool is installed",
+    )
+    p.add_argument(
+        "--broker",
+        default="redis://127.0.0.1:6379/13",
+        help="Celery broker for the server's judgment hooks (purged afterwards)",
+    )
     p.add_argument("--think-ms", type=float, default=0.0, help="pause between an annotator's calls")
     p.add_argument("--keep", action="store_true", help="keep the study (default: delete it afterwards)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file")
@@ -81,7 +99,9 @@ def setup_django(broker: str) -> None:
     os.environ.setdefault("CELERY_BROKER_URL", broker)
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("DATABASE_URL must point at a PostgreSQL database (e.g. postgres://postgres@127.0.0.1/chorus_bench)")
+        sys.exit(
+            "DATABASE_URL must point at a PostgreSQL database (e.g. postgres://postgres@127.0.0.1/chorus_bench)"
+        )
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -95,16 +115,22 @@ def create_study(n_pairs: int, overlap: int):
     from feedback import services
 
     study = services.study_create(
-        name=f"load-test-{uuid.uuid4().hex[:8]}", created_by=None, profile_fields=[],
-        overlap_target=overlap, pairs_per_annotator=1_000_000,
+        name=f"load-test-{uuid.uuid4().hex[:8]}",
+        created_by=None,
+        profile_fields=[],
+        overlap_target=overlap,
+        pairs_per_annotator=1_000_000,
     )
     rows = (
-        json.dumps({
-            "prompt": f"Load-test question {i}: how should I water a {['fern', 'cactus', 'orchid'][i % 3]}?",
-            "chosen": f"Answer A{i}. " + "Water it when the top of the soil is dry. " * 6,
-            "rejected": f"Answer B{i}. " + "Water it every day whatever the weather. " * 6,
-            "chosen_model": "Aster-7B", "rejected_model": "Bramble-13B",
-        })
+        json.dumps(
+            {
+                "prompt": f"Load-test question {i}: how should I water a {PLANTS[i % 3]}?",
+                "chosen": f"Answer A{i}. " + "Water it when the top of the soil is dry. " * 6,
+                "rejected": f"Answer B{i}. " + "Water it every day whatever the weather. " * 6,
+                "chosen_model": "Aster-7B",
+                "rejected_model": "Bramble-13B",
+            }
+        )
         for i in range(n_pairs)
     )
     services.study_import(study=study, data="\n".join(rows).encode(), filename="load.jsonl")
@@ -139,8 +165,13 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     port = args.port or free_port()
-    env = {**os.environ, **SERVER_ENV, "DB_CONN_MAX_AGE": str(args.conn_max_age),
-           "CELERY_BROKER_URL": args.broker, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        **SERVER_ENV,
+        "DB_CONN_MAX_AGE": str(args.conn_max_age),
+        "CELERY_BROKER_URL": args.broker,
+        "PYTHONPATH": str(ROOT),
+    }
     if args.pool:
         # Under ASGI every request runs its sync view in a fresh thread, so a persistent per-thread
         # connection is never reused; a process-wide pool is what makes connections outlive a request.
@@ -149,8 +180,23 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         env["DB_CONN_MAX_AGE"] = "0"
     py = sys.executable
     if args.server == "uvicorn":
-        cmd = [py, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(args.workers), "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+        cmd = [
+            py,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ]
     else:
         if args.workers > 1:
             print("(daphne runs one process: --workers ignored)", file=sys.stderr)
@@ -254,8 +300,9 @@ class Stats:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
-async def annotator(url: str, study_id: int, start: asyncio.Event, deadline: list[float], stats: Stats,
-                    think_s: float, n: int) -> None:
+async def annotator(
+    url: str, study_id: int, start: asyncio.Event, deadline: list[float], stats: Stats, think_s: float, n: int
+) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         resp = await client.post(f"/api/v1/studies/{study_id}/join/", json={"external_id": f"load-{n}"})
         stats.joined += 1
@@ -279,8 +326,13 @@ async def annotator(url: str, study_id: int, start: asyncio.Event, deadline: lis
             pair_id = resp.json()["pair_id"]
             if think_s:
                 await asyncio.sleep(think_s)
-            body = {"pair_id": pair_id, "choice": "ab"[i % 2] if i % 5 else "tie", "strength": 60,
-                    "time_ms": 3000, "client_key": f"{n}-{i}"}
+            body = {
+                "pair_id": pair_id,
+                "choice": "ab"[i % 2] if i % 5 else "tie",
+                "strength": 60,
+                "time_ms": 3000,
+                "client_key": f"{n}-{i}",
+            }
             t2 = time.perf_counter()
             resp = await client.post("/api/v1/judgments/", json=body)
             stats.judgment_ms.append((time.perf_counter() - t2) * 1000)
@@ -321,7 +373,9 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace, meter: Cpu
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     used = CpuMeter.used(snap0, await asyncio.to_thread(meter.snapshot))
-    per_judgment = {k: round(1000 * v / stats.judgments, 2) if stats.judgments else None for k, v in used.items()}
+    per_judgment = {
+        k: round(1000 * v / stats.judgments, 2) if stats.judgments else None for k, v in used.items()
+    }
     return {
         "annotators": args.annotators,
         "duration_s": round(elapsed, 2),
@@ -336,8 +390,10 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace, meter: Cpu
         "server_cpu_s": used["server"] if meter.server_pgid else None,
         "postgres_cpu_s": used["postgres"],
         # CPU per judgment (its next-pair call included): what bounds throughput on a machine of its own.
-        "cpu_ms_per_judgment": {"server": per_judgment["server"] if meter.server_pgid else None,
-                                "postgres": per_judgment["postgres"]},
+        "cpu_ms_per_judgment": {
+            "server": per_judgment["server"] if meter.server_pgid else None,
+            "postgres": per_judgment["postgres"],
+        },
         "load_average_1m_at_end": round(os.getloadavg()[0], 1),
     }
 
@@ -372,15 +428,20 @@ def main(argv: list[str] | None = None) -> int:
     n_pairs = args.pairs or max(2000, args.annotators * int(args.duration) * 8 // args.overlap)
     t = time.perf_counter()
     study = create_study(n_pairs, args.overlap)
-    print(f"study {study.pk}: {n_pairs} pairs, overlap {args.overlap} (set up in {time.perf_counter() - t:.1f} s)")
+    print(
+        f"study {study.pk}: {n_pairs} pairs, overlap {args.overlap} "
+        f"(set up in {time.perf_counter() - t:.1f} s)"
+    )
     proc = None
     try:
         if args.url:
             url = args.url.rstrip("/")
         else:
             proc, url = start_server(args)
-            print(f"started {args.server} ({args.workers if args.server == 'uvicorn' else 1} worker(s)) at {url}, "
-                  + ("connection pool" if args.pool else f"DB_CONN_MAX_AGE={args.conn_max_age}"))
+            print(
+                f"started {args.server} ({args.workers if args.server == 'uvicorn' else 1} worker(s)) "
+                f"at {url}, " + ("connection pool" if args.pool else f"DB_CONN_MAX_AGE={args.conn_max_age}")
+            )
         result = asyncio.run(run_load(url, study.pk, args, CpuMeter(proc.pid if proc else None)))
     finally:
         if proc is not None:
@@ -388,14 +449,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             delete_study(study)
         purge_broker()
-    result.update({
-        "server": "external" if args.url else args.server,
-        "workers": None if args.url else (args.workers if args.server == "uvicorn" else 1),
-        "conn_max_age": None if args.url or args.pool else args.conn_max_age,
-        "pool": bool(args.pool and not args.url),
-        "pairs": n_pairs,
-        "machine": f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}",
-    })
+    result.update(
+        {
+            "server": "external" if args.url else args.server,
+            "workers": None if args.url else (args.workers if args.server == "uvicorn" else 1),
+            "conn_max_age": None if args.url or args.pool else args.conn_max_age,
+            "pool": bool(args.pool and not args.url),
+            "pairs": n_pairs,
+            "machine": f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}",
+        }
+    )
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")

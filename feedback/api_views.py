@@ -109,8 +109,13 @@ class ChorusListAPIView(ChorusAPIView, GenericAPIView):
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    words = {400: "Invalid request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
-             409: "Conflict"}
+    words = {
+        400: "Invalid request",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Conflict",
+    }
     shape = {400: FieldErrorsSerializer}
     return {c: OpenApiResponse(shape.get(c, ErrorSerializer), description=words[c]) for c in codes}
 
@@ -167,7 +172,8 @@ class StudyListCreateView(ChorusListAPIView):
 
     @extend_schema(
         summary="The caller's studies",
-        description="Studies the caller is a researcher of (all of them for superusers); empty for annotators.",
+        description="Studies the caller is a researcher of (all of them for superusers); "
+        "empty for annotators.",
         responses={200: StudySerializer(many=True), **_errors(401)},
     )
     def get(self, request):
@@ -217,8 +223,10 @@ class StudyImportView(ChorusAPIView):
         serializer = ImportFileSerializer(data=request.data)
         if not serializer.is_valid():
             message = "; ".join(str(m) for m in serializer.errors.get("file", [])) or "invalid upload"
-            return Response({"errors": [{"line": 0, "message": f'multipart field "file": {message}'}]},
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"errors": [{"line": 0, "message": f'multipart field "file": {message}'}]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         upload = serializer.validated_data["file"]
         try:
             result = services.study_import(study=study, data=upload.read(), filename=upload.name or "")
@@ -315,7 +323,8 @@ def _profile_body(annotator: Annotator, profile: Profile | None) -> dict[str, An
         "completed_at": annotator.profile_completed_at,
         "prefer_not_to_say": PREFER_NOT,
         "fields": ProfileFieldSerializer(
-            [FIELDS_BY_NAME[name] for name in annotator.study.profile_fields if name in FIELDS_BY_NAME], many=True
+            [FIELDS_BY_NAME[name] for name in annotator.study.profile_fields if name in FIELDS_BY_NAME],
+            many=True,
         ).data,
     }
 
@@ -342,14 +351,17 @@ class ProfileView(AnnotatorView):
         try:
             profile = services.profile_update(annotator=annotator, data=serializer.validated_data["data"])
         except ProfileError as exc:
-            return Response({"detail": "invalid profile", "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": "invalid profile", "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST
+            )
         return Response(_profile_body(annotator, profile))
 
 
 class NextPairView(AnnotatorView):
     @extend_schema(
         summary="The annotator's next pair",
-        description="Returns the open assignment, or claims a new one. 204 when nothing is left for the caller. "
+        description="Returns the open assignment, or claims a new one. "
+        "204 when nothing is left for the caller. "
         '"a"/"b" are the pair\'s canonical candidates; `shown_order` is the display order to use.',
         responses={
             200: NextPairSerializer,

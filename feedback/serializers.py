@@ -39,17 +39,23 @@ class StudyCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     instructions = serializers.CharField(required=False, allow_blank=True, default="")
     consent_text = serializers.CharField(
-        required=False, allow_blank=True, default="",
+        required=False,
+        allow_blank=True,
+        default="",
         help_text="When set, annotators must POST /api/v1/me/consent/ before they get pairs.",
     )
     profile_fields = serializers.ListField(
-        child=serializers.ChoiceField(choices=ALL_FIELD_NAMES), required=False, allow_empty=True,
+        child=serializers.ChoiceField(choices=ALL_FIELD_NAMES),
+        required=False,
+        allow_empty=True,
         help_text="Profile questions the study asks (default: all of them).",
     )
     overlap_target = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=3)
     pairs_per_annotator = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=10)
     completion_url = serializers.URLField(required=False, allow_blank=True, default="")
-    status = serializers.ChoiceField(choices=Study.Status.choices, required=False, default=Study.Status.ACTIVE)
+    status = serializers.ChoiceField(
+        choices=Study.Status.choices, required=False, default=Study.Status.ACTIVE
+    )
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -58,8 +64,20 @@ class StudySerializer(serializers.ModelSerializer):
     class Meta:
         model = Study
         fields = [
-            "id", "slug", "name", "join_url", "status", "instructions", "consent_text", "overlap_target",
-            "pairs_per_annotator", "profile_fields", "selector", "model_kind", "completion_url", "created_at",
+            "id",
+            "slug",
+            "name",
+            "join_url",
+            "status",
+            "instructions",
+            "consent_text",
+            "overlap_target",
+            "pairs_per_annotator",
+            "profile_fields",
+            "selector",
+            "model_kind",
+            "completion_url",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -92,7 +110,9 @@ class StudyDetailSerializer(StudySerializer):
 
 
 class ImportFileSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="JSONL or CSV, optionally gzipped (trl, responses or hh-rlhf rows).")
+    file = serializers.FileField(
+        help_text="JSONL or CSV, optionally gzipped (trl, responses or hh-rlhf rows)."
+    )
 
 
 class ImportResultSerializer(serializers.Serializer):
@@ -107,7 +127,10 @@ class ImportResultSerializer(serializers.Serializer):
 
 class JoinSerializer(serializers.Serializer):
     external_id = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, default="",
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
         help_text="Crowd-platform id (e.g. a Prolific PID); rejoining with it resumes the same annotator.",
     )
 
@@ -116,7 +139,9 @@ class JoinResultSerializer(serializers.Serializer):
     annotator_id = serializers.IntegerField()
     study_id = serializers.IntegerField()
     token = serializers.CharField(help_text='Send as "Authorization: Token <token>" on later calls.')
-    consent_required = serializers.BooleanField(help_text="True until the annotator consents (if the study asks).")
+    consent_required = serializers.BooleanField(
+        help_text="True until the annotator consents (if the study asks)."
+    )
 
 
 class MeSerializer(serializers.Serializer):
@@ -147,7 +172,7 @@ class ProfileFieldSerializer(serializers.Serializer):
     label = serializers.CharField()
     kind = serializers.ChoiceField(
         choices=["choice", "multi", "sliders", "text"],
-        help_text='choice: one code; multi: a list of codes; sliders: {code: 1..100}; text: free text.',
+        help_text="choice: one code; multi: a list of codes; sliders: {code: 1..100}; text: free text.",
     )
     choices = serializers.SerializerMethodField()
     max_length = serializers.IntegerField(help_text="For text fields; 0 otherwise.")
@@ -191,7 +216,9 @@ class NextPairSerializer(serializers.Serializer):
     assignment_id = serializers.IntegerField()
     context = MessageSerializer(many=True, help_text="Earlier turns of the conversation, oldest first.")
     prompt = serializers.CharField(help_text="The final user turn both candidates answer.")
-    a = CandidateSerializer(help_text='The pair\'s canonical candidate A; choice "a" in POST /judgments/ means it.')
+    a = CandidateSerializer(
+        help_text='The pair\'s canonical candidate A; choice "a" in POST /judgments/ means it.'
+    )
     b = CandidateSerializer(help_text='The pair\'s canonical candidate B; choice "b" means it.')
     shown_order = serializers.ChoiceField(
         choices=Assignment.Order.choices,
@@ -203,15 +230,25 @@ class NextPairSerializer(serializers.Serializer):
 
 class JudgmentCreateSerializer(serializers.Serializer):
     pair_id = serializers.IntegerField(min_value=1)
-    choice = serializers.ChoiceField(choices=Judgment.Choice.choices, help_text='"a", "b" (as in next-pair) or "tie".')
+    choice = serializers.ChoiceField(
+        choices=Judgment.Choice.choices, help_text='"a", "b" (as in next-pair) or "tie".'
+    )
     strength = serializers.IntegerField(
-        min_value=1, max_value=100, required=False, allow_null=True, default=None,
+        min_value=1,
+        max_value=100,
+        required=False,
+        allow_null=True,
+        default=None,
         help_text="How strongly (1-100); ignored for a tie.",
     )
     rationale = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
-    time_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
+    time_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None
+    )
     client_key = serializers.CharField(
-        min_length=1, max_length=64, help_text="Idempotency key: resending the same key returns the stored judgment."
+        min_length=1,
+        max_length=64,
+        help_text="Idempotency key: resending the same key returns the stored judgment.",
     )
 
 
@@ -220,14 +257,26 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Judgment
-        fields = ["id", "pair_id", "choice", "strength", "rationale", "time_ms", "shown_order", "client_key", "created_at"]
+        fields = [
+            "id",
+            "pair_id",
+            "choice",
+            "strength",
+            "rationale",
+            "time_ms",
+            "shown_order",
+            "client_key",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
 class StudyJudgmentSerializer(serializers.ModelSerializer):
     """A row of a study's judgments for researchers: the annotator by pseudonym, never their external id."""
 
-    annotator = serializers.CharField(source="annotator.pseudonym", help_text="Stable pseudonym of the annotator.")
+    annotator = serializers.CharField(
+        source="annotator.pseudonym", help_text="Stable pseudonym of the annotator."
+    )
     pair_id = serializers.IntegerField()
     candidate_a_id = serializers.IntegerField(source="pair.candidate_a_id")
     candidate_b_id = serializers.IntegerField(source="pair.candidate_b_id")
@@ -238,7 +287,19 @@ class StudyJudgmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Judgment
         fields = [
-            "id", "annotator", "pair_id", "choice", "strength", "rationale", "time_ms", "shown_order", "created_at",
-            "candidate_a_id", "candidate_b_id", "model_a", "model_b", "reference_choice",
+            "id",
+            "annotator",
+            "pair_id",
+            "choice",
+            "strength",
+            "rationale",
+            "time_ms",
+            "shown_order",
+            "created_at",
+            "candidate_a_id",
+            "candidate_b_id",
+            "model_a",
+            "model_b",
+            "reference_choice",
         ]
         read_only_fields = fields

@@ -58,7 +58,7 @@ class FeatureLayer(nn.Module):
 
 
 class Trunk(nn.Module):
-    """h(p, r): FeatureLayer → GELU → (Linear → GELU)*; output width ``hidden[-1]``."""
+    """h(p, r): FeatureLayer → SiLU → (Linear → SiLU)*; output width ``hidden[-1]``."""
 
     def __init__(self, dim: int, hidden: list[int], kind: str = "p_r_pr", dropout: float = 0.0):
         super().__init__()
@@ -70,9 +70,9 @@ class Trunk(nn.Module):
         self.out_dim = hidden[-1]
 
     def _rest(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(F.gelu(h))
+        h = self.dropout(F.silu(h))
         for layer in self.layers:
-            h = self.dropout(F.gelu(layer(h)))
+            h = self.dropout(F.silu(layer(h)))
         return h
 
     def forward(self, p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -82,9 +82,9 @@ class PersonalRewardModel:
             h = h + F.linear(p, w["trunk.first.w_p"])
         if "trunk.first.w_x" in w:
             h = h + F.linear(p * r, w["trunk.first.w_x"])
-        h = F.gelu(h)
+        h = F.silu(h)
         for i in range(int(self.config["n_layers"])):
-            h = F.gelu(F.linear(h, w[f"trunk.layers.{i}.weight"], w[f"trunk.layers.{i}.bias"]))
+            h = F.silu(F.linear(h, w[f"trunk.layers.{i}.weight"], w[f"trunk.layers.{i}.bias"]))
         return h
 
     def _base_basis(self, p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

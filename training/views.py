@@ -189,7 +189,8 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         **_tables(study, data),
     }
     template = "training/dashboard.html"
-    if getattr(request, "htmx", False):
+    htmx = getattr(request, "htmx", None)
+    if htmx and not htmx.history_restore_request:  # a history restore wants the whole page
         template += "#sections"
     return render(request, template, context, status=status)
 

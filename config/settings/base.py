@@ -170,6 +170,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two models have a `Status` enum; give each its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "feedback.models.Study.Status",
+        "ModelVersionStatusEnum": "training.models.ModelVersion.Status",
+    },
 }
 
 # Import limits: a file is validated whole before anything is stored.

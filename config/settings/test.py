@@ -37,9 +37,12 @@ CHORUS_RETRAIN_EVERY_JUDGMENTS = 10**9
 # CELERY_VISIBILITY_TIMEOUT / CHORUS_TRAINING_STALE_SECONDS are short there so a killed worker's task comes
 # back within seconds; CHORUS_FIT_EPOCHS shortens training (0 = the FitConfig default);
 # CHORUS_TEST_SLOW_FIT_SECONDS (read by training.services._fit) stretches a fit so it can be interrupted.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}  # noqa: F405
 if os.environ.get("CHORUS_TEST_EAGER", "1") == "0":
     CELERY_TASK_ALWAYS_EAGER = False
     CELERY_TASK_EAGER_PROPAGATES = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}  # noqa: F405
+    # kombu sweeps for messages whose visibility timeout ran out only every interval × throttle seconds
+    # (10 × 10 by default): sweep every second so a dead worker's task comes back within the test.
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
 CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)  # noqa: F405
 CHORUS_FIT_EPOCHS = env_int("CHORUS_FIT_EPOCHS", 0)  # noqa: F405

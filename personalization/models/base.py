@@ -9,7 +9,8 @@ inference — posteriors from context, one-label updates, predictions, BALD — 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,21 @@ from .posterior import (
 )
 
 Context = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@contextmanager
+def few_threads(active: bool = True) -> Iterator[None]:
+    """Run tiny CPU work on one thread: some torch CPU kernels (erf, tanh …) fan small tensors out to
+    the thread pool, and the pool's barrier then costs milliseconds per op on a busy machine."""
+    n = torch.get_num_threads()
+    if not active or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -79,7 +95,7 @@ class RewardModel(nn.Module):
             last = nn.Linear(config.profile_hidden, latent)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-            self.prior_net = nn.Sequential(nn.Linear(config.profile_dim, config.profile_hidden), nn.GELU(), last)
+            self.prior_net = nn.Sequential(nn.Linear(config.profile_dim, config.profile_hidden), nn.SiLU(), last)
         self.prior_mean0 = nn.Parameter(torch.zeros(latent))
         self.prior_logvar = nn.Parameter(torch.full((latent,), 2 * math.log(config.prior_std)))
         # Empirical-Bayes prior variances set after training: with a profile / without one.
@@ -160,7 +176,8 @@ class RewardModel(nn.Module):
         latent = self.latent_dim
         has_profile = bool(profile) and self.prior_net is not None
         feats = self.profile_features([profile]) if self.prior_net is not None else None
-        mean = self.prior_mean(feats)[0].detach().float().cpu().clone()
+        with few_threads(self.device.type == "cpu"):
+            mean = self.prior_mean(feats)[0].detach().float().cpu().clone()
         var = self.prior_var_profile if has_profile else self.prior_var_population
         return Posterior(mean.reshape(latent), torch.diag(var.float().cpu()), 0)
 
@@ -181,8 +198,13 @@ class RewardModel(nn.Module):
         if triple is None or self.latent_dim == 0:
             n = 0 if triple is None else int(triple[0].shape[0])
             return Posterior(start.mean, start.cov, start.n_labels + n, start.user_id)
-        db, dg = self._deltas_chunked(*triple)
-        mean, cov = laplace(
+        with few_threads(self.device.type == "cpu" and triple[0].shape[0] <= 4096):
+            db, dg = self._deltas_chunked(*triple)
+            mean, cov = self._laplace_one(db, dg, start)
+        return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
+
+    def _laplace_one(self, db: torch.Tensor, dg: torch.Tensor, start: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+        return laplace(
             db.unsqueeze(0),
             dg.unsqueeze(0),
             torch.ones_like(db).unsqueeze(0),
@@ -191,7 +213,6 @@ class RewardModel(nn.Module):
             self.link,
             iters=self.config.laplace_iters,
         )
-        return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
 
     def user_posterior(self, user_id: str) -> Posterior:
         """The stored posterior of a user seen in training (KeyError for unknown users)."""
@@ -206,8 +227,9 @@ class RewardModel(nn.Module):
     @torch.no_grad()
     def update(self, post: Posterior, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Posterior:
         """The posterior after ONE more label — a rank-one Laplace step (no retraining)."""
-        db, dg = self.deltas(prompt, chosen, rejected)
-        return rank_one_update(post, db[0], dg[0], self.link)
+        with few_threads(self.device.type == "cpu"):
+            db, dg = self.deltas(prompt, chosen, rejected)
+            return rank_one_update(post, db[0], dg[0], self.link)
 
     @torch.no_grad()
     def pair_moments(

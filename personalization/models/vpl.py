@@ -40,7 +40,7 @@ class VPLModel(RewardModel):
         self.base_head = nn.Linear(hid, 1)
         self.basis_head = nn.Linear(hid, latent)
         self.pair_encoder = nn.Sequential(
-            nn.Linear(3 * config.dim, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
+            nn.Linear(3 * config.dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
         )
         self.attn_query = nn.Parameter(torch.randn(width) / math.sqrt(width))
         self.attn_key = nn.Linear(width, width)

@@ -38,6 +38,7 @@
   function draw(id, traces, lay) {
     var el = document.getElementById(id);
     if (!el || !window.Plotly) return;
+    if (!el._fullLayout) el.innerHTML = ""; // a history snapshot holds stale, lifeless SVG
     window.Plotly.react(el, traces, layout(lay), CONFIG);
   }
 
@@ -250,11 +251,8 @@
 
   function start() {
     render();
-    document.body.addEventListener("htmx:afterSettle", function (event) {
-      if (event.target && (event.target.id === "dashboard-sections" || event.target.querySelector &&
-          event.target.querySelector("#dashboard-data"))) render();
-      else if (document.getElementById("dashboard-data")) render();
-    });
+    // The sections were swapped (grouping changed, or a live refresh): draw the new numbers.
+    document.body.addEventListener("htmx:afterSettle", render);
     document.body.addEventListener("htmx:historyRestore", render);
     window.addEventListener("resize", function () {
       document.querySelectorAll(".chart .js-plotly-plot, .chart.js-plotly-plot").forEach(function (el) {

@@ -1,4 +1,4 @@
-"""The JSON API (/api/v1/): behaviour of every endpoint, the schema/docs, and the annotation loop under races."""
+"""The JSON API (/api/v1/): each endpoint's behaviour, schema and docs, the annotation loop under races."""
 
 from __future__ import annotations
 
@@ -50,13 +50,28 @@ def upload(content: bytes, name: str = "data.jsonl") -> dict:
 def test_it_creates_a_study_for_a_researcher(researcher):
     resp = session_client(researcher).post(
         f"{API}/studies/",
-        {"name": "Helpfulness 2026", "overlap_target": 4, "pairs_per_annotator": 12, "profile_fields": ["age"]},
+        {
+            "name": "Helpfulness 2026",
+            "overlap_target": 4,
+            "pairs_per_annotator": 12,
+            "profile_fields": ["age"],
+        },
         format="json",
     )
     assert resp.status_code == 201, resp.content
     body = resp.json()
-    for key in ("id", "slug", "name", "join_url", "status", "overlap_target", "pairs_per_annotator",
-                "profile_fields", "selector", "model_kind"):
+    for key in (
+        "id",
+        "slug",
+        "name",
+        "join_url",
+        "status",
+        "overlap_target",
+        "pairs_per_annotator",
+        "profile_fields",
+        "selector",
+        "model_kind",
+    ):
         assert key in body
     assert body["slug"] == "helpfulness-2026"
     assert body["join_url"].endswith("/s/helpfulness-2026/join")
@@ -129,8 +144,14 @@ def test_it_shows_a_study_with_its_counts(researcher, study, annotator):
     body = resp.json()
     assert body["id"] == study.pk and body["name"] == study.name
     assert body["counts"] == {
-        "prompts": 6, "pairs": 6, "judgments": 1, "annotators": 1, "annotators_completed": 0,
-        "pairs_complete": 0, "target_judgments": 12, "progress_percent": 8,
+        "prompts": 6,
+        "pairs": 6,
+        "judgments": 1,
+        "annotators": 1,
+        "annotators_completed": 0,
+        "pairs_complete": 0,
+        "target_judgments": 12,
+        "progress_percent": 8,
     }
 
 
@@ -148,7 +169,9 @@ def test_it_answers_404_json_for_a_missing_study(researcher):
 def test_it_imports_the_hh_rlhf_test_split(researcher, study, hh_rlhf_path):
     before = Pair.objects.filter(study=study).count()
     resp = session_client(researcher).post(
-        f"{API}/studies/{study.pk}/import/", upload(hh_rlhf_path.read_bytes(), hh_rlhf_path.name), format="multipart"
+        f"{API}/studies/{study.pk}/import/",
+        upload(hh_rlhf_path.read_bytes(), hh_rlhf_path.name),
+        format="multipart",
     )
     assert resp.status_code == 201, resp.content[:500]
     assert resp.json() == {"format": "hh", "prompts": 2312, "candidates": 4624, "pairs": 2312}
@@ -163,7 +186,9 @@ def test_it_imports_trl_jsonl_and_csv(researcher, study):
     assert resp.status_code == 201
     assert resp.json() == {"format": "trl", "prompts": 3, "candidates": 6, "pairs": 3}
     csv_text = "prompt,response_1,model_1,response_2,model_2,response_3,model_3\nHi?,a,m1,b,m2,c,m3\n"
-    resp = client.post(f"{API}/studies/{study.pk}/import/", upload(csv_text.encode(), "r.csv"), format="multipart")
+    resp = client.post(
+        f"{API}/studies/{study.pk}/import/", upload(csv_text.encode(), "r.csv"), format="multipart"
+    )
     assert resp.status_code == 201
     assert resp.json() == {"format": "responses", "prompts": 1, "candidates": 3, "pairs": 3}
 
@@ -239,9 +264,10 @@ def test_it_resumes_the_same_annotator_on_rejoin(study):
     # The annotator's own token also resumes rather than creating a second annotator.
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {first['token']}")
-    assert client.post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()["annotator_id"] == first[
-        "annotator_id"
-    ]
+    assert (
+        client.post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()["annotator_id"]
+        == first["annotator_id"]
+    )
     # Without an external id every join is a new annotator.
     a = APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()
     b = APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()
@@ -313,7 +339,11 @@ def test_it_updates_the_profile(study, annotator):
     data = {"age": "25-34", "lm_usecases": ["technical", "research"], "stated_prefs": {"safety": 80}}
     resp = client.put(f"{API}/me/profile/", {"data": data}, format="json")
     assert resp.status_code == 200, resp.content
-    assert resp.json()["data"] == {"age": "25-34", "lm_usecases": ["research", "technical"], "stated_prefs": {"safety": 80}}
+    assert resp.json()["data"] == {
+        "age": "25-34",
+        "lm_usecases": ["research", "technical"],
+        "stated_prefs": {"safety": 80},
+    }
     assert resp.json()["completed_at"] is not None
     annotator.refresh_from_db()
     assert annotator.profile.data["age"] == "25-34" and annotator.profile_completed_at is not None
@@ -365,13 +395,24 @@ def test_it_serves_the_next_pair_in_canonical_terms(study, annotator):
 def test_it_records_a_judgment_and_is_idempotent_on_client_key(study, annotator):
     client = token_client(annotator.user)
     nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
-    payload = {"pair_id": nxt["pair_id"], "choice": "b", "strength": 70, "rationale": " clearer ", "time_ms": 4200,
-               "client_key": "tab1-0001"}
+    payload = {
+        "pair_id": nxt["pair_id"],
+        "choice": "b",
+        "strength": 70,
+        "rationale": " clearer ",
+        "time_ms": 4200,
+        "client_key": "tab1-0001",
+    }
     resp = client.post(f"{API}/judgments/", payload, format="json")
     assert resp.status_code == 201, resp.content
     body = resp.json()
     judgment = Judgment.objects.get(pk=body["id"])
-    assert (judgment.choice, judgment.strength, judgment.rationale, judgment.time_ms) == ("b", 70, "clearer", 4200)
+    assert (judgment.choice, judgment.strength, judgment.rationale, judgment.time_ms) == (
+        "b",
+        70,
+        "clearer",
+        4200,
+    )
     assert judgment.shown_order == Assignment.objects.get(pk=nxt["assignment_id"]).shown_order
     assert body["pair_id"] == nxt["pair_id"] and body["client_key"] == "tab1-0001"
 
@@ -385,8 +426,11 @@ def test_it_records_a_judgment_and_is_idempotent_on_client_key(study, annotator)
 def test_it_drops_strength_for_a_tie(study, annotator):
     client = token_client(annotator.user)
     nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
-    resp = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "tie", "strength": 60,
-                                             "client_key": "t"}, format="json")
+    resp = client.post(
+        f"{API}/judgments/",
+        {"pair_id": nxt["pair_id"], "choice": "tie", "strength": 60, "client_key": "t"},
+        format="json",
+    )
     assert resp.status_code == 201 and resp.json()["strength"] is None
 
 
@@ -422,14 +466,20 @@ def test_it_refuses_judging_a_pair_not_assigned_to_the_caller(study, annotator):
     client = token_client(annotator.user)
     nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
     other_pair = Pair.objects.filter(study=study).exclude(pk=nxt["pair_id"]).first()
-    resp = client.post(f"{API}/judgments/", {"pair_id": other_pair.pk, "choice": "a", "client_key": "x"},
-                       format="json")
+    resp = client.post(
+        f"{API}/judgments/", {"pair_id": other_pair.pk, "choice": "a", "client_key": "x"}, format="json"
+    )
     assert resp.status_code == 400 and "not assigned to you" in resp.json()["detail"]
     # Judging the same pair twice (a new key after it was judged) is refused too.
-    assert client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "y"},
-                       format="json").status_code == 201
-    resp = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "b", "client_key": "z"},
-                       format="json")
+    assert (
+        client.post(
+            f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "y"}, format="json"
+        ).status_code
+        == 201
+    )
+    resp = client.post(
+        f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "b", "client_key": "z"}, format="json"
+    )
     assert resp.status_code == 400
     assert Judgment.objects.count() == 1
 
@@ -439,17 +489,24 @@ def test_it_hides_pairs_and_studies_of_other_studies(study, annotator, other_ann
     client = token_client(other_annotator.user)
     assert client.get(f"{API}/studies/{study.pk}/next-pair/").status_code == 404
     foreign_pair = Pair.objects.filter(study=study).first()
-    resp = client.post(f"{API}/judgments/", {"pair_id": foreign_pair.pk, "choice": "a", "client_key": "x"},
-                       format="json")
+    resp = client.post(
+        f"{API}/judgments/", {"pair_id": foreign_pair.pk, "choice": "a", "client_key": "x"}, format="json"
+    )
     assert resp.status_code == 404 and resp.json() == {"detail": "no such pair in your study"}
-    assert client.post(f"{API}/judgments/", {"pair_id": 987654321, "choice": "a", "client_key": "x"},
-                       format="json").status_code == 404
+    assert (
+        client.post(
+            f"{API}/judgments/", {"pair_id": 987654321, "choice": "a", "client_key": "x"}, format="json"
+        ).status_code
+        == 404
+    )
     assert not Judgment.objects.exists() and not Assignment.objects.filter(pair__study=study).exists()
 
 
 @pytest.mark.django_db
 def test_it_runs_the_whole_annotation_loop_until_204(study):
-    joined = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "loop"}, format="json").json()
+    joined = (
+        APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "loop"}, format="json").json()
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {joined['token']}")
     assert client.post(f"{API}/me/consent/").status_code == 200
@@ -460,8 +517,14 @@ def test_it_runs_the_whole_annotation_loop_until_204(study):
             break
         assert resp.status_code == 200
         seen.append(resp.json()["pair_id"])
-        assert client.post(f"{API}/judgments/", {"pair_id": seen[-1], "choice": "a", "client_key": f"k{i}"},
-                           format="json").status_code == 201
+        assert (
+            client.post(
+                f"{API}/judgments/",
+                {"pair_id": seen[-1], "choice": "a", "client_key": f"k{i}"},
+                format="json",
+            ).status_code
+            == 201
+        )
     assert len(seen) == len(set(seen)) == study.pairs_per_annotator == 5
     assert resp.status_code == 204 and resp.content == b""
     me = client.get(f"{API}/me/").json()
@@ -493,8 +556,14 @@ def _judge_all(study: Study, n: int) -> None:
         annotator = AnnotatorFactory(study=study, external_id=f"SECRET-PID-{made}")
         for _ in range(min(2, n - made)):
             assignment = services.assignment_next(annotator=annotator)
-            services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key=f"k{made}",
-                                     strength=50, time_ms=1000)
+            services.judgment_create(
+                annotator=annotator,
+                pair=assignment.pair,
+                choice="a",
+                client_key=f"k{made}",
+                strength=50,
+                time_ms=1000,
+            )
             made += 1
 
 
@@ -508,7 +577,9 @@ def test_it_lists_a_studys_judgments_with_pseudonyms_only(researcher):
     body = resp.json()
     assert body["count"] == 7 and len(body["results"]) == 5 and body["next"]
     row = body["results"][0]
-    judgment = Judgment.objects.select_related("annotator", "pair__candidate_a", "pair__candidate_b").get(pk=row["id"])
+    judgment = Judgment.objects.select_related("annotator", "pair__candidate_a", "pair__candidate_b").get(
+        pk=row["id"]
+    )
     assert row["annotator"] == judgment.annotator.pseudonym
     assert row["pair_id"] == judgment.pair_id and row["choice"] == "a" and row["strength"] == 50
     assert row["time_ms"] == 1000 and row["shown_order"] in ("ab", "ba") and row["created_at"]
@@ -539,8 +610,9 @@ def test_it_lists_judgments_with_a_constant_number_of_queries(researcher, django
 
 
 @pytest.mark.django_db
-def test_it_serves_the_annotation_hot_path_in_few_queries(study, annotator, django_assert_num_queries,
-                                                          django_assert_max_num_queries):
+def test_it_serves_the_annotation_hot_path_in_few_queries(
+    study, annotator, django_assert_num_queries, django_assert_max_num_queries
+):
     """Token, user, annotator and study come in one query; the rest is the services' own work."""
     client = token_client(annotator.user)
     with django_assert_max_num_queries(12):  # claims a new pair
@@ -548,8 +620,9 @@ def test_it_serves_the_annotation_hot_path_in_few_queries(study, annotator, djan
     with django_assert_num_queries(3):  # auth, the open assignment, progress
         assert client.get(f"{API}/studies/{study.pk}/next-pair/").json()["pair_id"] == nxt["pair_id"]
     with django_assert_max_num_queries(10):
-        resp = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "q"},
-                           format="json")
+        resp = client.post(
+            f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "q"}, format="json"
+        )
     assert resp.status_code == 201
 
 
@@ -583,7 +656,13 @@ def test_it_publishes_an_openapi_schema_with_every_endpoint():
     assert "multipart/form-data" in paths["/api/v1/studies/{id}/import/"]["post"]["requestBody"]["content"]
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
     assert set(schema["components"]["schemas"]["NextPair"]["properties"]) >= {
-        "pair_id", "assignment_id", "context", "prompt", "a", "b", "progress"
+        "pair_id",
+        "assignment_id",
+        "context",
+        "prompt",
+        "a",
+        "b",
+        "progress",
     }
 
 
@@ -618,7 +697,9 @@ def _assert_no_overbooking(study: Study) -> None:
         live = Assignment.objects.filter(pair=pair, released_at__isnull=True).count()
         assert pair.n_assigned <= study.overlap_target
         assert live == pair.n_assigned
-    per_annotator = Counter(Assignment.objects.filter(pair__study=study).values_list("annotator_id", "pair_id"))
+    per_annotator = Counter(
+        Assignment.objects.filter(pair__study=study).values_list("annotator_id", "pair_id")
+    )
     assert max(per_annotator.values()) == 1
 
 
@@ -633,7 +714,9 @@ def test_it_never_overbooks_pairs_when_annotators_race_in_the_service():
         barrier.wait()
         judged = 0
         while (assignment := services.assignment_next(annotator=annotator)) is not None:
-            services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key=f"k{judged}")
+            services.judgment_create(
+                annotator=annotator, pair=assignment.pair, choice="a", client_key=f"k{judged}"
+            )
             judged += 1
         return judged
 
@@ -654,7 +737,8 @@ def test_it_never_overbooks_pairs_when_annotators_race_in_the_service():
 def test_it_never_overbooks_pairs_when_annotators_race_through_the_api():
     study = make_study_with_pairs(6, overlap_target=3, pairs_per_annotator=6)
     tokens = [
-        APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()["token"] for _ in range(16)
+        APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()["token"]
+        for _ in range(16)
     ]
     barrier = threading.Barrier(len(tokens))
 
@@ -670,8 +754,11 @@ def test_it_never_overbooks_pairs_when_annotators_race_through_the_api():
             assert resp.status_code == 200, resp.content
             pair_id = resp.json()["pair_id"]
             got.append(pair_id)
-            resp = client.post(f"{API}/judgments/", {"pair_id": pair_id, "choice": "tie", "client_key": f"c{i}"},
-                               format="json")
+            resp = client.post(
+                f"{API}/judgments/",
+                {"pair_id": pair_id, "choice": "tie", "client_key": f"c{i}"},
+                format="json",
+            )
             assert resp.status_code == 201, resp.content
         return got
 

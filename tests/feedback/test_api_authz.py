@@ -66,47 +66,176 @@ def _import_body() -> dict[str, Any]:
 
 # endpoint -> (method, path template, body factory, format, {role: status})
 ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
-    "list studies": ("get", "/studies/", None, "json",
-                     {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 200,
-                      "other_researcher": 200}),
-    "create study": ("post", "/studies/", lambda w: {"name": "New study"}, "json",
-                     {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 201,
-                      "other_researcher": 201}),
-    "study detail": ("get", "/studies/{study}/", None, "json",
-                     {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 200,
-                      "other_researcher": 403}),
-    "import": ("post", "/studies/{study}/import/", lambda w: _import_body(), "multipart",
-               {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 201,
-                "other_researcher": 403}),
-    "study judgments": ("get", "/studies/{study}/judgments/", None, "json",
-                        {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 200,
-                         "other_researcher": 403}),
+    "list studies": (
+        "get",
+        "/studies/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 200,
+            "other_researcher": 200,
+        },
+    ),
+    "create study": (
+        "post",
+        "/studies/",
+        lambda w: {"name": "New study"},
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 403,
+            "other_annotator": 403,
+            "researcher": 201,
+            "other_researcher": 201,
+        },
+    ),
+    "study detail": (
+        "get",
+        "/studies/{study}/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 403,
+            "other_annotator": 403,
+            "researcher": 200,
+            "other_researcher": 403,
+        },
+    ),
+    "import": (
+        "post",
+        "/studies/{study}/import/",
+        lambda w: _import_body(),
+        "multipart",
+        {
+            "anonymous": 401,
+            "annotator": 403,
+            "other_annotator": 403,
+            "researcher": 201,
+            "other_researcher": 403,
+        },
+    ),
+    "study judgments": (
+        "get",
+        "/studies/{study}/judgments/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 403,
+            "other_annotator": 403,
+            "researcher": 200,
+            "other_researcher": 403,
+        },
+    ),
     # Anyone may join an open study; the study's own annotator resumes (200), everyone else is a new one.
-    "join": ("post", "/studies/{study}/join/", lambda w: {}, "json",
-             {"anonymous": 201, "annotator": 200, "other_annotator": 201, "researcher": 201,
-              "other_researcher": 201}),
-    "next pair": ("get", "/studies/{study}/next-pair/", None, "json",
-                  {"anonymous": 401, "annotator": 200, "other_annotator": 404, "researcher": 403,
-                   "other_researcher": 403}),
-    "judge": ("post", "/judgments/",
-              lambda w: {"pair_id": w.assigned_pair.pk, "choice": "a", "client_key": "authz"}, "json",
-              {"anonymous": 401, "annotator": 201, "other_annotator": 404, "researcher": 403,
-               "other_researcher": 403}),
-    "me": ("get", "/me/", None, "json",
-           {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 403,
-            "other_researcher": 403}),
-    "consent": ("post", "/me/consent/", None, "json",
-                {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 403,
-                 "other_researcher": 403}),
-    "get profile": ("get", "/me/profile/", None, "json",
-                    {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 403,
-                     "other_researcher": 403}),
-    "put profile": ("put", "/me/profile/", lambda w: {"data": {"age": "25-34"}}, "json",
-                    {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 403,
-                     "other_researcher": 403}),
-    "finish": ("post", "/me/finish/", None, "json",
-               {"anonymous": 401, "annotator": 200, "other_annotator": 200, "researcher": 403,
-                "other_researcher": 403}),
+    "join": (
+        "post",
+        "/studies/{study}/join/",
+        lambda w: {},
+        "json",
+        {
+            "anonymous": 201,
+            "annotator": 200,
+            "other_annotator": 201,
+            "researcher": 201,
+            "other_researcher": 201,
+        },
+    ),
+    "next pair": (
+        "get",
+        "/studies/{study}/next-pair/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 404,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "judge": (
+        "post",
+        "/judgments/",
+        lambda w: {"pair_id": w.assigned_pair.pk, "choice": "a", "client_key": "authz"},
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 201,
+            "other_annotator": 404,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "me": (
+        "get",
+        "/me/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "consent": (
+        "post",
+        "/me/consent/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "get profile": (
+        "get",
+        "/me/profile/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "put profile": (
+        "put",
+        "/me/profile/",
+        lambda w: {"data": {"age": "25-34"}},
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
+    "finish": (
+        "post",
+        "/me/finish/",
+        None,
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 200,
+            "other_annotator": 200,
+            "researcher": 403,
+            "other_researcher": 403,
+        },
+    ),
 }
 
 CASES = [(name, role) for name in ENDPOINTS for role in ROLES]
@@ -119,7 +248,9 @@ def test_it_answers_each_caller_with_the_exact_status(world, endpoint, role):
     path = API + template.format(study=world.study.pk)
     client = world.clients[role]
     data = body(world) if body else None
-    resp = getattr(client, method)(path, data, format=fmt) if data is not None else getattr(client, method)(path)
+    resp = (
+        getattr(client, method)(path, data, format=fmt) if data is not None else getattr(client, method)(path)
+    )
     assert resp.status_code == expected[role], (endpoint, role, resp.content[:300])
     if resp.status_code >= 400:
         assert resp["Content-Type"].startswith("application/json")
@@ -162,17 +293,23 @@ def test_it_never_shows_an_annotator_another_annotators_data(world):
     assert nxt["pair_id"] == world.assigned_pair.pk
     assert nxt["progress"]["done"] == 0
     # Judging the neighbour's pair is refused; reusing the neighbour's client_key does not return theirs.
-    resp = client.post(f"{API}/judgments/", {"pair_id": neighbour_pair.pk, "choice": "a", "client_key": "x"},
-                       format="json")
+    resp = client.post(
+        f"{API}/judgments/", {"pair_id": neighbour_pair.pk, "choice": "a", "client_key": "x"}, format="json"
+    )
     if neighbour_pair.pk != world.assigned_pair.pk:
         assert resp.status_code == 400
-    resp = client.post(f"{API}/judgments/", {"pair_id": world.assigned_pair.pk, "choice": "a",
-                                             "client_key": "shared-key"}, format="json")
+    resp = client.post(
+        f"{API}/judgments/",
+        {"pair_id": world.assigned_pair.pk, "choice": "a", "client_key": "shared-key"},
+        format="json",
+    )
     assert resp.status_code == 201
     assert Judgment.objects.get(pk=resp.json()["id"]).annotator == mine
     for body in (me, profile, nxt, resp.json()):
         text = json.dumps(body)
-        assert "NEIGHBOUR-PID" not in text and "neighbour secret" not in text and neighbour.pseudonym not in text
+        assert (
+            "NEIGHBOUR-PID" not in text and "neighbour secret" not in text and neighbour.pseudonym not in text
+        )
     # And no annotator endpoint lists the study's judgments.
     assert client.get(f"{API}/studies/{study.pk}/judgments/").status_code == 403
 
