@@ -22,6 +22,8 @@ demo: $(STAMP)
 	mkdir -p var
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py migrate --noinput
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py seed_demo
+	# A living demo: simulated annotators with profiles label the study and a model is trained (idempotent).
+	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py seed_demo_labels
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 services:

@@ -72,7 +72,7 @@ class FitConfig:
     lr: float = 2e-3  # AdamW learning rate of the network (cosine decay)
     user_lr: float = 5e-2  # PAL: learning rate of the per-user mixture logits
     weight_decay: float = 1e-4  # AdamW weight decay
-    hidden: list[int] = field(default_factory=lambda: [256])  # trunk widths
+    hidden: list[int] = field(default_factory=lambda: [128])  # trunk widths
     features: str = "p_r_pr"  # trunk input blocks (features.FEATURE_KINDS)
     dropout: float = 0.0  # trunk dropout
     latent_dim: int = 8  # VPL latent size / PAL number of prototypes K
@@ -89,6 +89,8 @@ class FitConfig:
     profile_dropout: float = 0.2  # probability a training user's profile is hidden (learns the no-profile prior)
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # tqdm progress bar over epochs
+    cpu_threads: int | None = 1  # torch threads while training on CPU (1 is fastest for these small nets:
+    # small kernels otherwise pay thread-pool barriers, badly on busy machines); None keeps torch's setting
 
     def model_config(self, kind: str, dim: int, profile_dim: int) -> ModelConfig:
         return ModelConfig(
@@ -178,6 +180,23 @@ def fit(
     """Train a ``kind`` ("bt" | "vpl" | "pal") model on embedded preference data; returns it in eval mode."""
     config = config or FitConfig()
     dev = _resolve_device(device)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _fit(kind, data, profiles, config, dev, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    kind: str,
+    data: PreferenceData,
+    profiles: Mapping[str, Mapping[str, Any]] | None,
+    config: FitConfig,
+    dev: torch.device,
+    seed: int,
+) -> RewardModel:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()

@@ -636,7 +636,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
     result["settings"] = {"eager": True, "encoder_device": settings.CHORUS_ENCODER_DEVICE}
     if "random" in result["strategies"]:
         base = result["strategies"]["random"]["labels_to_target"]
-        for s, summary in result["strategies"].items():
+        for summary in result["strategies"].values():
             mine = summary["labels_to_target"]
             summary["labels_vs_random"] = (mine / base) if (mine is not None and base) else None
     return result

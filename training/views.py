@@ -18,6 +18,7 @@ from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
@@ -162,6 +163,8 @@ def _tables(study: Study, data: dict[str, Any]) -> dict[str, Any]:
         "pairs_pct": 100 * data["progress"]["pairs_complete"] / max(1, data["progress"]["pairs"]),
         "judgments_pct": 100 * data["progress"]["judgments"] / max(1, data["progress"]["target_judgments"]),
         "has_model": has_model,
+        "stated_has_data": any(a["n"] for a in data["stated_vs_revealed"]["attributes"]),
+        "model_finished": parse_datetime(data["model_version"]["finished_at"] or "") if has_model else None,
     }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from ..features import Trunk
 from ..profiles import ProfileEncoder
 from .posterior import (
+    PairDeltas,
     Posterior,
     bald,
     binary_entropy,
@@ -232,15 +233,29 @@ class RewardModel(nn.Module):
             return rank_one_update(post, db[0], dg[0], self.link)
 
     @torch.no_grad()
+    def pair_deltas(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> PairDeltas:
+        """Network outputs for n pairs; pass them as ``prompt`` (with a = b = None) to predict_proba,
+        info_gain, entropy … to re-score a fixed candidate pool without re-running the network."""
+        with few_threads(self.device.type == "cpu"):
+            return PairDeltas(*self._deltas_chunked(*self._batch(prompt, a, b)))
+
+    def _pair_deltas(self, prompt: Any, a: torch.Tensor | None, b: torch.Tensor | None) -> PairDeltas:
+        if isinstance(prompt, PairDeltas):
+            return prompt
+        if a is None or b is None:
+            raise TypeError("pass prompt, a and b embeddings, or a PairDeltas as prompt")
+        return self.pair_deltas(prompt, a, b)
+
+    @torch.no_grad()
     def pair_moments(
-        self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+        self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the logit r(a) − r(b) under the posterior, two (n,) tensors."""
-        db, dg = self._deltas_chunked(*self._batch(prompt, a, b))
-        return logit_moments(post, db, dg, self.link)
+        d = self._pair_deltas(prompt, a, b)
+        return logit_moments(post, d.db, d.dg, self.link)
 
     def predict_proba(
-        self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+        self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """p(a ≻ b) for n pairs and its posterior std (delta method), two (n,) tensors."""
         m, s2 = self.pair_moments(post, prompt, a, b)
@@ -252,23 +267,27 @@ class RewardModel(nn.Module):
     def predict_proba_samples(
         self,
         post: Posterior,
-        prompt: torch.Tensor,
-        a: torch.Tensor,
-        b: torch.Tensor,
+        prompt: Any,
+        a: torch.Tensor | None = None,
+        b: torch.Tensor | None = None,
         n_samples: int = 64,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """p(a ≻ b) under n_samples draws of θ from the posterior: (S, n)."""
-        db, dg = self._deltas_chunked(*self._batch(prompt, a, b))
+        d = self._pair_deltas(prompt, a, b)
         theta = post.sample(n_samples, generator)
-        return torch.sigmoid(db.unsqueeze(0) + link_fn(self.link, theta) @ dg.T)
+        return torch.sigmoid(d.db.unsqueeze(0) + link_fn(self.link, theta) @ d.dg.T)
 
-    def info_gain(self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def info_gain(
+        self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """BALD: mutual information (bits) between the label of each pair and the user's latent, (n,)."""
         m, s2 = self.pair_moments(post, prompt, a, b)
         return bald(m, s2)
 
-    def entropy(self, post: Posterior, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def entropy(
+        self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Total predictive entropy (bits) of each pair's label, (n,)."""
         m, s2 = self.pair_moments(post, prompt, a, b)
         return binary_entropy(probit_proba(m, s2))

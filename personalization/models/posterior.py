@@ -59,6 +59,17 @@ class Posterior:
         return cls(mean, cov, int(data.get("n_labels", 0)), data.get("user_id"))
 
 
+@dataclass
+class PairDeltas:
+    """Network outputs for n candidate pairs, reusable across posteriors (e.g. an active-learning pool)."""
+
+    db: torch.Tensor  # (n,) base-reward difference r_base(a) − r_base(b)
+    dg: torch.Tensor  # (n, L) basis difference g(a) − g(b)
+
+    def __len__(self) -> int:
+        return int(self.db.shape[0])
+
+
 def _safe_cholesky(cov: torch.Tensor) -> torch.Tensor:
     if cov.numel() == 0:
         return cov

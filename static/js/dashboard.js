@@ -112,8 +112,17 @@
             "<br>rank %{customdata[2]} · %{customdata[3]} battles<extra></extra>",
         };
       });
+      var lo = 1000, hi = 1000;
+      series.forEach(function (s) {
+        s.board.forEach(function (r) {
+          lo = Math.min(lo, r.ci_low === null ? r.score : r.ci_low);
+          hi = Math.max(hi, r.ci_high === null ? r.score : r.ci_high);
+        });
+      });
+      var pad = Math.max(25, 0.08 * (hi - lo));
       draw("chart-leaderboard", traces, {
-        scattermode: "group", scattergap: 0.5, yaxis: { title: { text: "Bradley–Terry score (Elo scale)" }, zeroline: false },
+        scattermode: "group", scattergap: 0.5,
+        yaxis: { title: { text: "Bradley–Terry score (Elo scale)" }, zeroline: false, range: [lo - pad, hi + pad] },
         xaxis: { type: "category" }, shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: 1000, y1: 1000,
           line: { color: "#b7bec8", dash: "dot", width: 1 } }],
       });
@@ -175,7 +184,7 @@
     }
 
     // Stated vs revealed: correlation per attribute, overall and per group.
-    var attrs = data.stated_vs_revealed.attributes || [];
+    var attrs = (data.stated_vs_revealed.attributes || []).filter(function (a) { return a.n > 0; });
     if (attrs.length) {
       var labels = attrs.map(function (a) { return a.attribute; });
       var svGroups = {};

@@ -21,10 +21,22 @@ CHARTS = ["chart-progress", "chart-leaderboard", "chart-rank", "chart-agreement"
           "chart-accuracy", "chart-cross", "chart-latent", "chart-stated"]
 
 
+METADATA = {  # what the stated-vs-revealed section compares the profile sliders with
+    "Aster-7B": {"length": "short", "caution": 0, "humor": 0, "markdown": False},
+    "Bramble-13B": {"length": "long", "caution": 2, "humor": 0, "markdown": True},
+    "Cobalt-Chat": {"length": "medium", "caution": 0, "humor": 1, "markdown": False},
+}
+
+
+def _with_metadata(responses: list[dict]) -> list[dict]:
+    return [{**r, "metadata": METADATA[r["model"]]} for r in responses]
+
+
 def make_trained_study(researcher):
     study = StudyFactory(name="Short or long answers", slug="short-or-long", created_by=researcher,
                          overlap_target=10, pairs_per_annotator=60, model_kind="vpl")
-    lines = [json.dumps({"prompt": f"Tell me about topic {i}", "responses": _responses(i)}) for i in range(20)]
+    lines = [json.dumps({"prompt": f"Tell me about topic {i}", "responses": _with_metadata(_responses(i))})
+             for i in range(20)]
     services.study_import(study=study, data="\n".join(lines).encode(), filename="s.jsonl")
     annotators = label_all(study, n_annotators=6, per_annotator=20)
     for i, ann in enumerate(annotators):  # an age that does NOT go with taste

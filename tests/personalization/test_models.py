@@ -16,7 +16,7 @@ KINDS = ["bt", "vpl", "pal"]
 @pytest.fixture(scope="module")
 def trained():
     data, profiles, direction, types = make_data()
-    models = {k: fit(k, data, profiles, small_config(epochs=15), seed=0) for k in KINDS}
+    models = {k: fit(k, data, profiles, small_config(epochs=60), seed=0) for k in KINDS}
     return models, data, profiles, direction, types
 
 
@@ -50,7 +50,7 @@ def test_it_decreases_the_loss(kind):
     cfg = small_config(epochs=1)
     torch.manual_seed(0)
     first = fit(kind, data, profiles, cfg, seed=0)
-    trained = fit(kind, data, profiles, small_config(epochs=20), seed=0)
+    trained = fit(kind, data, profiles, small_config(epochs=60), seed=0)
     p, c, r = data.prompt, data.chosen, data.rejected
     def mean_nll(m):
         losses = []

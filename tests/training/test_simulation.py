@@ -15,10 +15,10 @@ from training.models import AnnotatorPosterior
 
 @pytest.fixture
 def tiny_study(db, researcher, settings):
-    """14 prompts × 4 generated responses (84 pairs) with length/caution/humour/markdown metadata."""
+    """16 prompts × 4 generated responses (96 pairs) with length/caution/humour/markdown metadata."""
     settings.CHORUS_EMBED_ON_IMPORT = False
     return simulation.create_synthetic_study(
-        name="tiny simulation", n_prompts=14, responses=4, seed=1, model_kind="vpl", created_by=researcher
+        name="tiny simulation", n_prompts=16, responses=4, seed=1, model_kind="vpl", created_by=researcher
     )
 
 
@@ -48,8 +48,8 @@ def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path):
     out, path = StringIO(), tmp_path / "sim.json"
     call_command(
         "simulate", "--study", str(tiny_study.pk), "--annotators", "4", "--labels", "10", "--strategy", "info_gain",
-        "--population", "opposite", "--warmup-annotators", "8", "--warmup-labels", "12", "--eval-pairs", "30",
-        "--checkpoints", "0,5,10", "--seed", "3", "--json", str(path), stdout=out,
+        "--population", "opposite", "--warmup-annotators", "8", "--warmup-labels", "20", "--eval-pairs", "30",
+        "--checkpoints", "0,5,10", "--seed", "3", "--kind", "pal", "--json", str(path), stdout=out,
     )
     text = out.getvalue()
     assert "learning curve — strategy info_gain" in text and "labels to reach 90% of Bayes-optimal" in text
@@ -61,7 +61,7 @@ def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path):
     assert all(a.external_id.startswith("sim-") for a in annotators)
     assert all(a.profile.data.get("gender") and a.profile.data.get("stated_prefs") for a in annotators)
     judgments = Judgment.objects.filter(pair__study=tiny_study)
-    assert judgments.count() == 8 * 12 + 4 * 10
+    assert judgments.count() == 8 * 20 + 4 * 10
     assert {j.annotator.study_id for j in judgments.select_related("annotator")} == {tiny_study.pk}
     new = [a for a in annotators if "-info_gain-" in a.external_id]
     assert all(a.judgments.count() == 10 for a in new)

@@ -64,7 +64,7 @@ def demo_population():
                  {"gender": "male", "age": "35-44", "reside_country": "DE", "lm_frequency_use": "every-week",
                   "education": "vocational", "employment_status": "part-time"}),
     ]
-    return Population(types, ATTRIBUTES, label_scale=2.5, individual_std=0.15, profile_signal=0.85, name="demo")
+    return Population(types, ATTRIBUTES, label_scale=2.0, individual_std=0.15, profile_signal=0.85, name="demo")
 
 
 class Command(BaseCommand):

@@ -1,0 +1,43 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+from personalization.synthetic import PRESETS, Population
+from personalization.train import FitConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("personalization_bench", ROOT / "benchmarks" / "personalization_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_generates_a_population_with_ground_truth():
+    pop = Population(PRESETS["pets"]())
+    users = pop.draw_users(4)
+    pairs = pop.sample_pairs(10)
+    assert pairs.prompt.shape == (10, 384) and pairs.a.shape == (10, 384)
+    assert pop.label(users[0], pairs).dtype.is_floating_point is False
+    assert 0.5 <= pop.bayes_optimal_accuracy(users, pairs) <= 1.0
+    assert {u.type for u in pop.draw_users(50)} == {0, 1}
+    assert "dog-vs-cat" in pop.response_text(pairs.attrs_a[0])
+
+
+def test_it_beats_bt_on_the_pets_population_in_quick_mode():
+    bench = _bench()
+    cfg = bench.quick_config()
+    cfg.n_train_users, cfg.pairs_per_user, cfg.n_new_users, cfg.test_pairs = 40, 30, 20, 20
+    cfg.context_sizes = (0, 10)
+    cfg.fit = FitConfig(progress=False, epochs=25, hidden=[32], latent_dim=3, encoder_hidden=32, pal_dim=16)
+    res = bench.run_population(PRESETS["pets"](), cfg)
+    models = res["models"]
+    bt = models["bt"]["seen"]["acc"]
+    for kind in ("vpl", "pal"):
+        assert models[kind]["seen"]["acc"] > bt + 0.1, (kind, models[kind]["seen"], bt)
+        assert models[kind]["new_profile"][10]["acc"] > models["bt"]["new_profile"][10]["acc"] + 0.1
+    text = bench.markdown([res], cfg, "cmd", "test machine", "2026-11-23")
+    assert text.startswith(bench.SECTION) and "| vpl |" in text
