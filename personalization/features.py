@@ -88,12 +88,13 @@ class Trunk(nn.Module):
 
     def export_weights(self, prefix: str = "trunk.") -> dict[str, torch.Tensor]:
         """Plain tensors for the standalone scorer (see standalone.py)."""
-        out = {f"{prefix}first.w_r": self.first.w_r, f"{prefix}first.bias": self.first.bias}
+        out: dict[str, torch.Tensor] = {f"{prefix}first.w_r": self.first.w_r, f"{prefix}first.bias": self.first.bias}
         if self.first.w_p is not None:
             out[f"{prefix}first.w_p"] = self.first.w_p
         if self.first.w_x is not None:
             out[f"{prefix}first.w_x"] = self.first.w_x
         for i, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.Linear)
             out[f"{prefix}layers.{i}.weight"] = layer.weight
             out[f"{prefix}layers.{i}.bias"] = layer.bias
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}

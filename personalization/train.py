@@ -66,10 +66,10 @@ class PreferenceData:
 class FitConfig:
     epochs: int = 30  # passes over the labelled pairs
     batch_size: int = 256  # pairs per step (BT, PAL)
-    users_per_batch: int = 32  # users per step (VPL)
+    users_per_batch: int = 16  # users per step (VPL)
     context_max: int = 24  # VPL: most context pairs a user shows the encoder in a step
-    targets: int = 16  # VPL: held-out target pairs per user per step
-    lr: float = 2e-3  # AdamW learning rate of the network (cosine decay)
+    targets: int = 8  # VPL: held-out target pairs per user per step
+    lr: float = 3e-3  # AdamW learning rate of the network (cosine decay)
     user_lr: float = 5e-2  # PAL: learning rate of the per-user mixture logits
     weight_decay: float = 1e-4  # AdamW weight decay
     hidden: list[int] = field(default_factory=lambda: [128])  # trunk widths
@@ -279,7 +279,8 @@ def _fit(
         bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
 
     model.eval()
-    init = model.user_logits.detach() if hasattr(model, "user_logits") else None
+    logits = getattr(model, "user_logits", None)
+    init = logits.detach() if isinstance(logits, torch.Tensor) else None
     model.set_reference(data.prompt, data.chosen, seed=seed)
     model.fit_user_posteriors(
         data.user, data.prompt, data.chosen, data.rejected,

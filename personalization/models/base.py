@@ -72,6 +72,15 @@ class ModelConfig:
 class RewardModel(nn.Module):
     """Base class: shared trunk, profile prior, per-user posteriors, and all inference."""
 
+    # Buffers (registered in __init__; declared here for type checkers).
+    prior_var_profile: torch.Tensor
+    prior_var_population: torch.Tensor
+    user_mean: torch.Tensor
+    user_cov: torch.Tensor
+    user_n: torch.Tensor
+    reference_prompt: torch.Tensor
+    reference_response: torch.Tensor
+
     kind = "base"
     link = "identity"  # how θ becomes the weights on g: "identity" (VPL) or "softmax" (PAL)
     batching = "pairs"  # training batches: "pairs" (shuffled labels) or "users" (context/target sets)
@@ -149,7 +158,9 @@ class RewardModel(nn.Module):
         db, dg = self.raw_deltas(*self._batch(prompt, a, b))
         return db.float().cpu(), dg.float().cpu()
 
-    def _deltas_chunked(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, chunk: int = 8192):
+    def _deltas_chunked(
+        self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, chunk: int = 8192
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dbs, dgs = [], []
         for i in range(0, a.shape[0], chunk):
             db, dg = self.deltas(prompt[i : i + chunk], a[i : i + chunk], b[i : i + chunk])
@@ -200,7 +211,7 @@ class RewardModel(nn.Module):
             n = 0 if triple is None else int(triple[0].shape[0])
             return Posterior(start.mean, start.cov, start.n_labels + n, start.user_id)
         with few_threads(self.device.type == "cpu" and triple[0].shape[0] <= 4096):
-            db, dg = self._deltas_chunked(*triple)
+            db, dg = self._deltas_chunked(triple[0], triple[1], triple[2])
             mean, cov = self._laplace_one(db, dg, start)
         return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
 
@@ -236,8 +247,9 @@ class RewardModel(nn.Module):
     def pair_deltas(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> PairDeltas:
         """Network outputs for n pairs; pass them as ``prompt`` (with a = b = None) to predict_proba,
         info_gain, entropy … to re-score a fixed candidate pool without re-running the network."""
+        p, a, b = self._batch(prompt, a, b)
         with few_threads(self.device.type == "cpu"):
-            return PairDeltas(*self._deltas_chunked(*self._batch(prompt, a, b)))
+            return PairDeltas(*self._deltas_chunked(p, a, b))
 
     def _pair_deltas(self, prompt: Any, a: torch.Tensor | None, b: torch.Tensor | None) -> PairDeltas:
         if isinstance(prompt, PairDeltas):
