@@ -123,7 +123,7 @@ def markdown(out: dict[str, Any], args: argparse.Namespace, command: str) -> str
         for s in strategies:
             cells = []
             for t in run["strategies"][s]["by_type"].values():
-                c = t["curve"]
+                c = {int(k): v for k, v in t["curve"].items()}
                 last = max(int(k) for k in c)
                 cells.append(f"{t['population']:.2f} → " + " / ".join(
                     f"{c[k]:.2f}" for k in sorted({0, 5, 10, last} & {int(x) for x in c})) + f" (Bayes {t['bayes']:.2f})")
