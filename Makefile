@@ -29,7 +29,7 @@ demo: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
-test: $(STAMP) services
+test: $(STAMP) services lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -64,7 +64,7 @@ class ProfileForm(forms.Form):
             if spec.kind == "choice":
                 choices = [*spec.choices, (PREFER_NOT, PREFER_NOT_LABEL)]
                 if len(spec.choices) > MAX_RADIOS:
-                    widget: forms.Widget = forms.Select
+                    widget: type[forms.Widget] = forms.Select
                     choices = [("", "Choose…"), *choices]
                 else:
                     widget = forms.RadioSelect

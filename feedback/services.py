@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Callable
@@ -129,8 +130,8 @@ def study_import(*, study: Study, data: bytes, filename: str = "") -> ImportResu
                 for i, j, ref in p.pairs
             ]
         Pair.objects.bulk_create(pairs, batch_size=1000)
-        for hook in study_imported_hooks:
-            transaction.on_commit(lambda hook=hook: hook(study))
+        for imported_hook in study_imported_hooks:
+            transaction.on_commit(functools.partial(imported_hook, study))
     return ImportResult(fmt, len(prompts), len(cands), len(pairs))
 
 
@@ -319,8 +320,8 @@ def judgment_create(
             Pair.objects.filter(id=pair.id).update(n_judgments=F("n_judgments") + 1)
             if annotator_quota_left(annotator) == 0 and annotator.completed_at is None:
                 Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=now)
-            for hook in judgment_created_hooks:
-                transaction.on_commit(lambda hook=hook: hook(judgment))
+            for created_hook in judgment_created_hooks:
+                transaction.on_commit(functools.partial(created_hook, judgment))
     except IntegrityError:
         # The same client_key raced in from another request: return the one that won.
         existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()

@@ -10,17 +10,25 @@ import uuid
 from typing import Any
 
 from django.contrib.auth import login
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest as _HttpRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from feedback import selectors, services
 from feedback.forms import ProfileForm
 from feedback.models import Annotator, Assignment, Judgment, Pair, Profile, Study
 from feedback.profile_schema import PREFER_NOT, ProfileError
+
+
+class HttpRequest(_HttpRequest):
+    # HtmxMiddleware sets request.htmx; this tells type checkers (django-htmx's documented pattern).
+    htmx: HtmxDetails
+
 
 AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Choices arrive in screen terms; the view maps them to the pair's a/b (see _screen_to_pair_choice).

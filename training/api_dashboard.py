@@ -112,6 +112,9 @@ class AnnotatorRewardModelView(_StudyAPIView):
         own = selectors.annotator_for_user(request.user)
         is_self = own is not None and own.pk == aid and own.study_id == study.pk
         if not is_self and not study.has_researcher(request.user):
+            if own is not None:
+                # An annotator must not even learn whether another annotator exists (same as predict/).
+                raise NotFound("no such annotator in this study")
             raise PermissionDenied("only the study's researchers and the annotator themselves may download this")
         annotator = Annotator.objects.filter(pk=aid, study=study).select_related("study", "profile").first()
         if annotator is None:

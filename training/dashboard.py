@@ -52,7 +52,7 @@ def _clean(obj: Any) -> Any:
 
 
 def _judgment_rows(study: Study) -> list[dict[str, Any]]:
-    return list(
+    qs = (
         Judgment.objects.filter(pair__study=study)
         .order_by("id")
         .values(
@@ -60,6 +60,7 @@ def _judgment_rows(study: Study) -> list[dict[str, Any]]:
             "pair__candidate_a__model_name", "pair__candidate_b__model_name",
         )
     )
+    return [dict(r) for r in qs]
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,8 +102,10 @@ def _agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _profiles(study: Study) -> dict[int, dict[str, Any]]:
-    return {a.pk: (getattr(a, "profile", None).data if hasattr(a, "profile") else {}) for a in
-            Annotator.objects.filter(study=study).select_related("profile")}
+    return {
+        a.pk: (a.profile.data if hasattr(a, "profile") else {})
+        for a in Annotator.objects.filter(study=study).select_related("profile")
+    }
 
 
 def _posteriors(version: ModelVersion | None) -> dict[int, np.ndarray]:
@@ -305,7 +308,7 @@ def study_dashboard(study: Study, group_by: str = "gender") -> dict[str, Any]:
                 "n_heldout": acc.get("n", 0),
             },
         })
-    names = [g["name"] for g in out_groups]
+    names: list[str] = [str(g["name"]) for g in out_groups]
     by_pair_group: dict[str, dict[int, list[str]]] = {n: defaultdict(list) for n in names}
     for n in names:
         for r in rows_by_group.get(n, []):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -169,6 +171,28 @@ def _heartbeat(version_id: int) -> None:
     ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).update(heartbeat_at=timezone.now())
 
 
+@contextlib.contextmanager
+def _heartbeat_while(version_id: int):
+    """Keep the claim fresh during a long fit, so no second worker takes over a live job."""
+    stop = threading.Event()
+    interval = max(1.0, settings.CHORUS_TRAINING_STALE_SECONDS / 4)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                _heartbeat(version_id)
+        finally:
+            connection.close()  # this thread's own DB connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{version_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def model_version_train(*, model_version_id: int) -> ModelVersion:
     """Train, evaluate on the held-out slice, and activate if not worse than the active version.
 
@@ -281,7 +305,8 @@ def _train_and_evaluate(version: ModelVersion) -> None:
     train, held = judgments_to_batch(train_rows), judgments_to_batch(held_rows)
     _heartbeat(version.pk)
     started = time.perf_counter()
-    model = _fit(version.kind, train, profiles, seed=version.pk)
+    with _heartbeat_while(version.pk):
+        model = _fit(version.kind, train, profiles, seed=version.pk)
     fit_seconds = time.perf_counter() - started
     _heartbeat(version.pk)
     metrics = _evaluate(model, train, held, profiles)

@@ -454,6 +454,8 @@ class _Evaluator:
         from training.services import active_version, annotator_posterior, load_version_model
 
         version = active_version(self.study.pk)
+        if version is None:
+            raise LookupError("the study has no active model to evaluate")
         model = load_version_model(version)
         post = annotator_posterior(annotator, version)
         return model.predict_proba(post, self.P, self.A, self.B)[0].numpy()
@@ -462,6 +464,8 @@ class _Evaluator:
         from training.services import active_version, load_version_model
 
         version = active_version(self.study.pk)
+        if version is None:
+            raise LookupError("the study has no active model to evaluate")
         if version.pk not in self._population:
             model = load_version_model(version)
             self._population[version.pk] = model.predict_proba(model.prior(None), self.P, self.A, self.B)[0].numpy()

@@ -193,7 +193,8 @@ def users(db, study, researcher, annotator, other_annotator):
 RESEARCHER_ONLY = {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 409,
                    "other_researcher": 403}
 # The annotator of the study may download their OWN model.
-OWN_MODEL_API = {**RESEARCHER_ONLY, "annotator": 409}
+# Another study's annotator gets 404, not 403: annotators never learn whether another annotator exists.
+OWN_MODEL_API = {**RESEARCHER_ONLY, "annotator": 409, "other_annotator": 404}
 OWN_MODEL_PAGE = {"anonymous": 404, "annotator": 200, "other_annotator": 404, "researcher": 404,
                   "other_researcher": 404}
 OWN_MODEL_PAGE_DOWNLOAD = {**OWN_MODEL_PAGE, "annotator": 409}

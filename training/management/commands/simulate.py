@@ -61,9 +61,10 @@ class Command(BaseCommand):
         elif opts["study"] is None:
             raise CommandError("give --study ID or --create-synthetic")
         else:
-            study = Study.objects.filter(pk=opts["study"]).first()
-            if study is None:
+            found = Study.objects.filter(pk=opts["study"]).first()
+            if found is None:
                 raise CommandError(f"no study {opts['study']}")
+            study = found
         config = SimulationConfig(
             annotators=opts["annotators"],
             labels=opts["labels"],
