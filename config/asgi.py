@@ -1,9 +1,11 @@
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-# Django must be set up before anything imports models (consumers, routing).
+
+from config.asgi_handler import get_asgi_application  # noqa: E402
+
+# Django must be set up before anything imports models (consumers, routing). The handler runs the
+# middleware chain and the (sync) view in one worker-thread hop per request: see config/asgi_handler.py.
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -372,11 +372,12 @@ class NextPairView(AnnotatorView):
     def get(self, request, pk: int):
         annotator = _get_annotator_for_study(request, pk)
         _require_consent(annotator)
-        assignment = services.assignment_next(annotator=annotator)
+        # The judged count comes with the assignment (same query): selectors.annotator_progress, for free.
+        assignment, done = services.assignment_next_with_progress(annotator=annotator)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pair = assignment.pair
-        done, total = selectors.annotator_progress(annotator)
+        total = annotator.study.pairs_per_annotator
         body = {
             "pair_id": pair.pk,
             "assignment_id": assignment.pk,

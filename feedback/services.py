@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -210,52 +210,85 @@ def annotator_quota_left(annotator: Annotator) -> int:
     return max(annotator.study.pairs_per_annotator - done, 0)
 
 
+_PAIR_CONTENT = ("prompt", "candidate_a", "candidate_b")
+
+
+class _SlotTaken(Exception):
+    """The pair filled up between ranking and claiming: roll the claim's INSERT back."""
+
+
+def _claim(
+    *, annotator: Annotator, pair_id: int, shown_order: str, selector: str, target: int
+) -> Assignment | None:
+    """Claim one slot of pair `pair_id`: the assignment row and the conditional UPDATE, both or neither.
+
+    The INSERT goes first so that one transaction needs no savepoint: a duplicate (this annotator already
+    has the pair: a racing second tab) fails before anything is claimed, and a full pair (the conditional
+    UPDATE matches no row) rolls the INSERT back.
+    """
+    try:
+        with transaction.atomic():
+            assignment = Assignment.objects.create(
+                annotator=annotator, pair_id=pair_id, shown_order=shown_order, selector=selector
+            )
+            slot = Pair.objects.filter(id=pair_id, n_assigned__lt=target)
+            if not slot.update(n_assigned=F("n_assigned") + 1):
+                raise _SlotTaken
+    except (_SlotTaken, IntegrityError):
+        return None
+    return assignment
+
+
+def assignment_next_with_progress(
+    *, annotator: Annotator, rng: random.Random | None = None
+) -> tuple[Assignment | None, int]:
+    """assignment_next, plus how many pairs the annotator has judged (for the progress bar) at no extra query.
+
+    The open assignment and the judged count come from one aggregate over the annotator's own assignments.
+    """
+    study = annotator.study
+    state = Assignment.objects.filter(annotator=annotator).aggregate(
+        open_id=Min("id", filter=Q(completed_at__isnull=True, released_at__isnull=True)),
+        done=Count("id", filter=Q(completed_at__isnull=False)),
+    )
+    done: int = state["done"]
+    if state["open_id"] is not None:
+        open_one = (
+            Assignment.objects.select_related(*(f"pair__{f}" for f in _PAIR_CONTENT))
+            .filter(id=state["open_id"])
+            .first()
+        )
+        if open_one is not None:
+            return open_one, done
+    if not study.is_open() or study.pairs_per_annotator <= done:
+        return None, done
+    rng = rng or random.Random()
+    selector = get_selector(study.selector)
+    for attempt in range(2):
+        for pair_id in selector.rank(annotator=annotator, limit=20):
+            assignment = _claim(
+                annotator=annotator,
+                pair_id=pair_id,
+                shown_order=rng.choice([Assignment.Order.AB, Assignment.Order.BA]),
+                selector=selector.name,
+                target=study.overlap_target,
+            )
+            if assignment is not None:
+                # The claim's pair with what the caller shows (the INSERT did not load it).
+                assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=pair_id)
+                return assignment, done
+        if attempt == 0 and not _release_stale_assignments(study):
+            break
+    return None, done
+
+
 def assignment_next(*, annotator: Annotator, rng: random.Random | None = None) -> Assignment | None:
     """The annotator's open assignment, or a newly claimed one; None when nothing is left for them.
 
     Claiming is a conditional UPDATE (n_assigned < overlap target), so concurrent annotators can never
     push a pair past its target, on PostgreSQL or SQLite alike.
     """
-    study = annotator.study
-    open_one = (
-        Assignment.objects.filter(annotator=annotator, completed_at__isnull=True, released_at__isnull=True)
-        .select_related("pair__prompt", "pair__candidate_a", "pair__candidate_b")
-        .order_by("id")
-        .first()
-    )
-    if open_one is not None:
-        return open_one
-    if not study.is_open() or annotator_quota_left(annotator) == 0:
-        return None
-    rng = rng or random.Random()
-    selector = get_selector(study.selector)
-    for attempt in range(2):
-        for pair_id in selector.rank(annotator=annotator, limit=20):
-            with transaction.atomic():
-                claimed = Pair.objects.filter(id=pair_id, n_assigned__lt=study.overlap_target).update(
-                    n_assigned=F("n_assigned") + 1
-                )
-                if not claimed:
-                    continue
-                try:
-                    with transaction.atomic():
-                        assignment = Assignment.objects.create(
-                            annotator=annotator,
-                            pair_id=pair_id,
-                            shown_order=rng.choice([Assignment.Order.AB, Assignment.Order.BA]),
-                            selector=selector.name,
-                        )
-                except IntegrityError:
-                    # This annotator already had the pair (a racing second tab): undo the claim.
-                    Pair.objects.filter(id=pair_id).update(n_assigned=F("n_assigned") - 1)
-                    continue
-            return (
-                Assignment.objects.select_related("pair__prompt", "pair__candidate_a", "pair__candidate_b")
-                .get(id=assignment.id)
-            )
-        if attempt == 0 and not _release_stale_assignments(study):
-            break
-    return None
+    return assignment_next_with_progress(annotator=annotator, rng=rng)[0]
 
 
 def _validate_judgment_fields(choice: str, strength: int | None, rationale: str, time_ms: int | None, client_key: str):
@@ -283,14 +316,19 @@ def judgment_create(
 ) -> tuple[Judgment, bool]:
     """Record the annotator's judgment of their open assignment of `pair`; returns (judgment, created).
 
-    Idempotent on client_key: a retried submission returns the stored judgment untouched.
+    Idempotent on client_key: a retried submission returns the stored judgment untouched, whatever else it
+    carries. The stored one is looked up only when the submission cannot be recorded (invalid, pair not open
+    for the annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
     """
-    existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
-    if existing is not None:
-        return existing, False
-    _validate_judgment_fields(choice, strength, rationale, time_ms, client_key)
-    if pair.study_id != annotator.study_id:
-        raise ServiceError("this pair belongs to another study", code="not_found")
+    try:
+        _validate_judgment_fields(choice, strength, rationale, time_ms, client_key)
+        if pair.study_id != annotator.study_id:
+            raise ServiceError("this pair belongs to another study", code="not_found")
+    except ServiceError:
+        existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
+        if existing is not None:
+            return existing, False
+        raise
     if choice == Judgment.Choice.TIE:
         strength = None  # a tie has no direction, so no strength
     try:
@@ -302,6 +340,9 @@ def judgment_create(
                 .first()
             )
             if assignment is None:
+                existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
+                if existing is not None:  # a retry of the judgment that closed this assignment
+                    return existing, False
                 raise ServiceError("this pair is not assigned to you (or was already judged)")
             now = timezone.now()
             judgment = Judgment.objects.create(
@@ -318,7 +359,7 @@ def judgment_create(
             assignment.completed_at = now
             assignment.save(update_fields=["completed_at"])
             Pair.objects.filter(id=pair.id).update(n_judgments=F("n_judgments") + 1)
-            if annotator_quota_left(annotator) == 0 and annotator.completed_at is None:
+            if annotator.completed_at is None and annotator_quota_left(annotator) == 0:
                 Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=now)
             for created_hook in judgment_created_hooks:
                 transaction.on_commit(functools.partial(created_hook, judgment))

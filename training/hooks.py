@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 
 def on_judgment_created(judgment: Judgment) -> None:
     from feedback.realtime import send_event, study_group
-    from training.tasks import maybe_retrain, update_annotator_posterior
+    from training.tasks import judgment_recorded
 
+    study_id = judgment.pair.study_id
     # Live dashboards refresh on this; the payload is tiny and carries no annotator data.
-    send_event(study_group(judgment.pair.study_id), "judgment", {"pair_id": judgment.pair_id})
+    send_event(study_group(study_id), "judgment", {"pair_id": judgment.pair_id})
     try:
-        update_annotator_posterior.delay(judgment.annotator_id)
-        maybe_retrain.delay(judgment.pair.study_id)
+        # One broker publish per judgment (the task updates the posterior, then checks retraining).
+        judgment_recorded.delay(judgment.annotator_id, study_id)
     except Exception:
         log.warning("could not enqueue training for judgment %s; it will catch up", judgment.pk, exc_info=True)
 

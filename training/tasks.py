@@ -40,6 +40,24 @@ def update_annotator_posterior(self, annotator_id: int) -> int | None:
     return state.n_labels if state else None
 
 
+# typing=False: no inspect.signature() check of the arguments on every .delay() in the web request.
+@shared_task(acks_late=True, typing=False)
+def judgment_recorded(annotator_id: int, study_id: int) -> None:
+    """What the web tier enqueues per judgment: ONE message for the posterior update and the retrain check.
+
+    The annotator's posterior is updated first; if that fails the update is handed to
+    update_annotator_posterior, which retries on its own (it folds in every newer judgment, so nothing is
+    lost). Then the study's retrain rule.
+    """
+    try:
+        services.posterior_update(annotator_id=annotator_id)
+    except Annotator.DoesNotExist:
+        pass
+    except Exception:
+        update_annotator_posterior.delay(annotator_id)
+    maybe_retrain(study_id)
+
+
 @shared_task(acks_late=True)
 def refresh_study_posteriors(study_id: int) -> int:
     """After a new version becomes active, rebuild every annotator's posterior under it."""

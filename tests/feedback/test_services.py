@@ -339,3 +339,12 @@ def test_it_completes_the_annotator_at_the_quota(assigned):
     annotator.refresh_from_db()
     assert annotator.completed_at is not None
     assert services.assignment_next(annotator=annotator) is None
+
+
+def test_a_retry_gets_the_stored_judgment_even_where_it_would_not_validate_now(assigned):
+    annotator, assignment = assigned
+    first, _ = services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key="k1")
+    retry, created = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice="left", client_key="k1", strength=500
+    )
+    assert (retry.pk, created) == (first.pk, False)

@@ -195,3 +195,12 @@ def test_it_round_trips_the_posterior_as_json():
     again = Posterior.from_dict(post.to_dict())
     assert torch.equal(again.mean, post.mean) and torch.equal(again.cov, post.cov)
     assert again.n_labels == 3 and again.user_id == "u7"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_it_fits_on_cuda_with_bf16():
+    data, profiles, *_ = make_data()
+    model = fit("vpl", data, profiles, small_config(epochs=2, bf16=True), device="cuda")
+    assert model.device.type == "cuda"
+    prob, std = model.predict_proba(model.user_posterior("u0"), data.prompt[:4], data.chosen[:4], data.rejected[:4])
+    assert prob.shape == (4,) and torch.isfinite(prob).all()

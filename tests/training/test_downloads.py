@@ -157,7 +157,7 @@ def test_downloaded_models_reproduce_the_server(style_study, researcher, tmp_pat
     _, mfolder = _unzip(mine.content, tmp_path / "mine")
     assert json.loads((mfolder / "config.json").read_text())["user"] == config["user"]
     assert own.get(url).status_code == 200
-    assert own.get(reverse("api-annotator-reward-model", args=[style_study.pk, annotators[1].pk])).status_code == 403
+    assert own.get(reverse("api-annotator-reward-model", args=[style_study.pk, annotators[1].pk])).status_code == 404
 
 
 _ENCODER = None
