@@ -105,7 +105,8 @@ class Pair(models.Model):
             models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="pair_unique_candidates"),
             models.CheckConstraint(condition=~Q(candidate_a=models.F("candidate_b")), name="pair_distinct"),
         ]
-        indexes = [models.Index(fields=["study", "n_assigned"])]
+        # The random selector reads the lowest-filled pairs from a random id onwards.
+        indexes = [models.Index(fields=["study", "n_assigned", "id"], name="pair_fill_order")]
 
     def __str__(self) -> str:
         return f"Pair #{self.pk}"

@@ -65,7 +65,7 @@ class PreferenceData:
 @dataclass
 class FitConfig:
     epochs: int = 30  # passes over the labelled pairs
-    batch_size: int = 256  # pairs per step (BT, PAL)
+    batch_size: int = 64  # pairs per step (BT, PAL); small batches = more steps, which PAL needs
     users_per_batch: int = 16  # users per step (VPL)
     context_max: int = 24  # VPL: most context pairs a user shows the encoder in a step
     targets: int = 8  # VPL: held-out target pairs per user per step
@@ -74,13 +74,14 @@ class FitConfig:
     weight_decay: float = 1e-4  # AdamW weight decay
     hidden: list[int] = field(default_factory=lambda: [128])  # trunk widths
     features: str = "p_r_pr"  # trunk input blocks (features.FEATURE_KINDS)
-    dropout: float = 0.0  # trunk dropout
+    dropout: float = 0.2  # trunk dropout (regularises the trunk on few thousand pairs; calibration)
     latent_dim: int = 8  # VPL latent size / PAL number of prototypes K
     encoder_hidden: int = 128  # VPL pair-encoder width
     beta: float = 1.0  # VPL: weight of the KL term at the end of annealing
     kl_warmup: float = 0.3  # VPL: fraction of training over which β ramps from 0
     free_bits: float = 0.05  # VPL: KL floor per latent unit (nats)
     reward_scaling: bool = False  # VPL: reward() returns scaled (win-rate) rewards by default
+    vpl_likelihood: str = "probit"  # VPL: "probit" (z marginalised in closed form) | "sample" (ELBO, one z)
     pal_dim: int = 32  # PAL: projector width
     pal_form: str = "dot"  # PAL: "dot" | "distance"
     pal_prior_weight: float = 1.0  # PAL: weight of the Gaussian prior on the user logits
@@ -106,6 +107,7 @@ class FitConfig:
             encoder_hidden=self.encoder_hidden,
             free_bits=self.free_bits,
             reward_scaling=self.reward_scaling,
+            vpl_likelihood=self.vpl_likelihood,
             pal_dim=self.pal_dim,
             pal_form=self.pal_form,
         )

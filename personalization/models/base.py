@@ -63,6 +63,7 @@ class ModelConfig:
     encoder_hidden: int = 128  # VPL: width of the pair encoder and attention pooling
     free_bits: float = 0.05  # VPL: KL floor per latent unit (nats) against posterior collapse
     reward_scaling: bool = False  # VPL: reward() returns the win-rate against reference responses by default
+    vpl_likelihood: str = "sample"  # VPL: "sample" (ELBO, one reparameterised z) | "probit" (z marginalised)
     pal_dim: int = 32  # PAL: width of the shared projector f(x) the ideal points live in
     pal_form: str = "dot"  # PAL: "dot" (r = <f(x), Σ w_k a_k>) or "distance" (r = −‖f(x) − Σ w_k a_k‖²)
     n_reference: int = 128  # responses kept for reward scaling
@@ -270,10 +271,11 @@ class RewardModel(nn.Module):
         self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """p(a ≻ b) for n pairs and its posterior std (delta method), two (n,) tensors."""
-        m, s2 = self.pair_moments(post, prompt, a, b)
-        p = probit_proba(m, s2)
-        sig = torch.sigmoid(m)
-        return p, sig * (1 - sig) * s2.sqrt()
+        with few_threads(self.device.type == "cpu"):
+            m, s2 = self.pair_moments(post, prompt, a, b)
+            p = probit_proba(m, s2)
+            sig = torch.sigmoid(m)
+            return p, sig * (1 - sig) * s2.sqrt()
 
     @torch.no_grad()
     def predict_proba_samples(
@@ -286,23 +288,26 @@ class RewardModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """p(a ≻ b) under n_samples draws of θ from the posterior: (S, n)."""
-        d = self._pair_deltas(prompt, a, b)
-        theta = post.sample(n_samples, generator)
-        return torch.sigmoid(d.db.unsqueeze(0) + link_fn(self.link, theta) @ d.dg.T)
+        with few_threads(self.device.type == "cpu"):
+            d = self._pair_deltas(prompt, a, b)
+            theta = post.sample(n_samples, generator)
+            return torch.sigmoid(d.db.unsqueeze(0) + link_fn(self.link, theta) @ d.dg.T)
 
     def info_gain(
         self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
     ) -> torch.Tensor:
         """BALD: mutual information (bits) between the label of each pair and the user's latent, (n,)."""
-        m, s2 = self.pair_moments(post, prompt, a, b)
-        return bald(m, s2)
+        with few_threads(self.device.type == "cpu"):
+            m, s2 = self.pair_moments(post, prompt, a, b)
+            return bald(m, s2)
 
     def entropy(
         self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Total predictive entropy (bits) of each pair's label, (n,)."""
-        m, s2 = self.pair_moments(post, prompt, a, b)
-        return binary_entropy(probit_proba(m, s2))
+        with few_threads(self.device.type == "cpu"):
+            m, s2 = self.pair_moments(post, prompt, a, b)
+            return binary_entropy(probit_proba(m, s2))
 
     @torch.no_grad()
     def reward(

@@ -99,14 +99,21 @@ class VPLModel(RewardModel):
         mean, logvar = self.encode(
             batch["ctx_prompt"], batch["ctx_chosen"], batch["ctx_rejected"], batch["ctx_mask"], prior_mu, prior_lv
         )
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         n_users, n_tgt, dim = batch["tgt_prompt"].shape
         db, dg = self.raw_deltas(
             batch["tgt_prompt"].reshape(-1, dim),
             batch["tgt_chosen"].reshape(-1, dim),
             batch["tgt_rejected"].reshape(-1, dim),
         )
-        logits = db.reshape(n_users, n_tgt) + (dg.reshape(n_users, n_tgt, -1) * z.unsqueeze(1)).sum(-1)
+        db, dg = db.reshape(n_users, n_tgt), dg.reshape(n_users, n_tgt, -1)
+        if self.config.vpl_likelihood == "probit":
+            # z marginalised in closed form: E_q σ(Δb + z·Δg) ≈ σ(m / √(1 + π s²/8)).
+            m = db + (dg * mean.unsqueeze(1)).sum(-1)
+            s2 = (dg * dg * logvar.exp().unsqueeze(1)).sum(-1)
+            logits = m / torch.sqrt(1.0 + math.pi / 8.0 * s2)
+        else:
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            logits = db + (dg * z.unsqueeze(1)).sum(-1)
         tmask = batch["tgt_mask"]
         n_targets = tmask.sum().clamp_min(1)
         rec = (nll(logits.float()) * tmask).sum() / n_targets
