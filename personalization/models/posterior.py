@@ -125,8 +125,13 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def bald(m: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """Mutual information (bits) between the label and θ (Houlsby et al. 2011, closed form)."""
-    total = binary_entropy(probit_proba(m, s2))
+    """Mutual information (bits) between the label and θ (Houlsby et al. 2011, closed form).
+
+    Both entropies use the same approximation h(Φ(x)) ≈ exp(−x²/(π ln 2)); mixing it with the exact
+    entropy for the total would leave ~0.05–0.08 bits of phantom information on pairs the model is
+    already sure about, and info_gain would keep choosing them.
+    """
+    total = torch.exp(-_LAMBDA2 * m * m / (2 * _BALD_C2 * (1 + _LAMBDA2 * s2)))
     a2 = _LAMBDA2 * s2 + _BALD_C2
     expected = math.sqrt(_BALD_C2) / torch.sqrt(a2) * torch.exp(-_LAMBDA2 * m * m / (2 * a2))
     return (total - expected).clamp_min(0)

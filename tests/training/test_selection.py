@@ -112,14 +112,6 @@ def test_scores_work_for_the_softmax_link_and_for_bt():
     assert all(math.isfinite(s) and s >= 0 for s in scores(bt, post, "info_gain"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="personalization.models.posterior.bald mixes the exact entropy of the probit-approximated "
-    "prediction with Houlsby's Gaussian approximation of the expected entropy; the two disagree for "
-    "|mean logit| >~ 1, so a pair with NO epistemic variance scores up to ~0.08 bits (m≈3) — as much as a "
-    "genuinely informative pair (s2=0.5). Late in labelling, info_gain then prefers pairs the model is sure "
-    "about. Fix: total = exp(-λ²m² / (2C²(1+λ²s2))) (the matching approximation), which makes bald(m, 0) = 0.",
-)
 def test_info_gain_is_zero_without_epistemic_uncertainty():
     from personalization.models.posterior import bald
 
