@@ -14,10 +14,15 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pw-secret-123")
+    password = factory.django.Password("pw-secret-123")
 
 
 class ResearcherFactory(UserFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True  # the hook only adds a group
+
     username = factory.Sequence(lambda n: f"researcher{n}")
 
     @factory.post_generation
@@ -31,6 +36,7 @@ class ResearcherFactory(UserFactory):
 class StudyFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Study
+        skip_postgeneration_save = True  # the hook only adds an M2M row
 
     name = factory.Sequence(lambda n: f"Study {n}")
     slug = factory.Sequence(lambda n: f"study-{n}")
@@ -76,6 +82,7 @@ class PairFactory(factory.django.DjangoModelFactory):
 class AnnotatorFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Annotator
+        skip_postgeneration_save = True  # the hook only creates the profile row
 
     study = factory.SubFactory(StudyFactory)
     user = factory.SubFactory(UserFactory)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
 
@@ -33,7 +34,10 @@ def _get(app, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
         await comm.wait(10)
         return start["status"], {k.lower(): v for k, v in start["headers"]}, body["body"]
 
-    return async_to_sync(go)()
+    # A fresh loop in its own thread: the browser tests' session-wide Playwright keeps an event loop
+    # running in the main thread, where async_to_sync refuses to run.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 def test_it_builds_the_middleware_chain_in_sync_mode():
