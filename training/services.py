@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -314,7 +315,9 @@ def _train_and_evaluate(version: ModelVersion) -> None:
     metrics["n_train"] = len(train_rows)
 
     # Write the artifact to a temp folder and rename: a killed worker never leaves a half model behind.
-    final = Path(settings.ARTIFACTS_DIR) / f"study-{study.pk}" / f"version-{version.pk}"
+    # A random token keeps two databases (e.g. parallel test runs) sharing ARTIFACTS_DIR from ever
+    # overwriting each other's version folders: the model cache is keyed by path.
+    final = Path(settings.ARTIFACTS_DIR) / f"study-{study.pk}" / f"version-{version.pk}-{secrets.token_hex(4)}"
     tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1000)}")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(tmp))

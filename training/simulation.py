@@ -16,6 +16,11 @@ fill in their profile and label one pair at a time with the study's selector set
 ``annotator_join`` → ``profile_update`` → ``assignment_next`` → ``judgment_create`` (the judgment hook
 updates their online posterior, eagerly) — and after n ∈ checkpoints labels the posterior under the
 active model predicts FRESH held-out pairs of the study that nobody labels during the run.
+
+Every strategy (and profile mode: annotators who fill in their profile or skip it) runs on the same
+simulated people with the same label noise, starting from the same model version, so the curves are a
+paired comparison. Each annotator's "model ceiling" (the best θ under the network for their true tastes)
+is reported next to the Bayes-optimal accuracy: labels can bring the posterior up to it, on average not past.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from feedback.profile_schema import STATED_PREFS
 
 ATTRIBUTES: tuple[str, ...] = ("length", "caution", "humor", "markdown")
 STRATEGIES: tuple[str, ...] = ("random", "uncertainty", "info_gain", "mixed")
+PROFILE_MODES: tuple[str, ...] = ("profile", "no_profile")
 DEFAULT_CHECKPOINTS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,13 +190,17 @@ class Population:
         label_scale: float = 1.0,
         individual_std: float = 0.15,
         profile_signal: float = 0.8,
+        slider_signal: float = 18.0,
+        slider_noise: float = 12.0,
         name: str = "custom",
     ):
         self.types = list(types)
         self.attributes = tuple(attributes)
         self.label_scale = label_scale
         self.individual_std = individual_std
-        self.profile_signal = profile_signal
+        self.profile_signal = profile_signal  # chance a demographic answer is the type's typical value
+        self.slider_signal = slider_signal  # stated-preference slider ≈ 50 + slider_signal · sign · w + noise
+        self.slider_noise = slider_noise
         self.name = name
         self.type_weights = np.asarray([[t.weights.get(a, 0.0) for a in self.attributes] for t in self.types])
         shares = np.asarray([t.share for t in self.types], dtype=np.float64)
@@ -225,10 +235,10 @@ class Population:
             if name not in typical:
                 continue
             prof[name] = typical[name] if rng.random() < self.profile_signal else rng.choice(values)
-        sliders = {code: 50.0 + rng.gauss(0.0, 12.0) for code, _ in STATED_PREFS}
+        sliders = {code: 50.0 + rng.gauss(0.0, self.slider_noise) for code, _ in STATED_PREFS}
         for attr, w in zip(self.attributes, weights, strict=True):
             for code, sign in SLIDER_OF_ATTRIBUTE.get(attr, []):
-                sliders[code] += 18.0 * sign * float(w)
+                sliders[code] += self.slider_signal * sign * float(w)
         prof["stated_prefs"] = {k: int(min(100, max(1, round(v)))) for k, v in sliders.items()}
         return prof
 
@@ -253,7 +263,13 @@ class Population:
 
 
 def pluralistic(label_scale: float = 1.0) -> Population:
-    """Four types who disagree: concise vs thorough on length, playful vs careful on humour and caution."""
+    """Four types who disagree: concise vs thorough on length, playful vs careful on humour and caution.
+
+    Demographics are correlated with the type, not determined by it (half the answers are the type's
+    typical value, the rest drawn at random), people of a type differ (individual spread 30% of the type's
+    weight norm), and the stated-preference sliders are a weak, noisy echo of the true weights: the
+    profile gets a new annotator part of the way, and only their labels can tell the rest.
+    """
     types = [
         UserType("concise", {"length": -2.0, "markdown": -0.5, "caution": -0.5}, 0.35,
                  {"age": "25-34", "gender": "male", "reside_country": "US", "lm_frequency_use": "every-day",
@@ -268,7 +284,8 @@ def pluralistic(label_scale: float = 1.0) -> Population:
                  {"age": "65+", "gender": "female", "reside_country": "GB", "lm_frequency_use": "less-than-monthly",
                   "education": "completed-secondary", "employment_status": "retired"}),
     ]
-    return Population(types, label_scale=label_scale, name="pluralistic")
+    return Population(types, label_scale=label_scale, individual_std=0.3, profile_signal=0.5, slider_signal=8.0,
+                      slider_noise=15.0, name="pluralistic")
 
 
 def opposite(label_scale: float = 1.5) -> Population:
@@ -368,6 +385,9 @@ class SimulationConfig:
     label_scale: float | None = None  # None: the population preset's
     checkpoints: tuple[int, ...] = DEFAULT_CHECKPOINTS
     target_fraction: float = 0.9  # "labels to reach 90% of Bayes-optimal accuracy"
+    # "profile": new annotators fill in their profile (prior from it); "no_profile": they skip it (population
+    # prior). Each mode runs every strategy on the same simulated people.
+    profile_modes: tuple[str, ...] = ("profile",)
 
 
 @dataclass
@@ -472,6 +492,48 @@ class _Evaluator:
         return self._population[version.pk]
 
 
+class _Ceiling:
+    """The best this model can do for a user: the θ that fits their TRUE preference probabilities on every
+    pair outside the held-out set (soft labels, near-flat prior), scored on the held-out pairs. Labels can
+    bring a new annotator's posterior close to this but, on average, not past it (it is the likelihood-best
+    θ, not the accuracy-best, so small excesses are possible); the gap to Bayes-optimal is the network's
+    (its basis Δg cannot express every taste)."""
+
+    def __init__(self, study: Study, version: Any, table: PairTable, eval_table: PairTable):
+        from training.selection import pair_pool
+
+        pool = pair_pool(study.pk, version)
+        self.link = pool.link
+        held = set(eval_table.pair_ids.tolist())
+        train_rows = np.asarray([i for i, p in enumerate(table.pair_ids.tolist()) if p not in held], dtype=np.int64)
+        self.train = table.take(train_rows)
+        self.eval = eval_table
+        tpos, tfound = pool.positions(self.train.pair_ids.tolist())
+        epos, efound = pool.positions(eval_table.pair_ids.tolist())
+        if len(tfound) != len(self.train) or len(efound) != len(eval_table):
+            raise LookupError("some pairs are not embedded")
+        self.db_t, self.dg_t = pool.db[torch.from_numpy(tpos)], pool.dg[torch.from_numpy(tpos)]
+        self.db_e, self.dg_e = pool.db[torch.from_numpy(epos)], pool.dg[torch.from_numpy(epos)]
+
+    def accuracy(self, pop: Population, user: SimUser) -> float:
+        from personalization.models.posterior import laplace, link_fn
+
+        latent = self.dg_t.shape[1]
+        if latent == 0:
+            theta = torch.zeros(0)
+        else:
+            p = torch.from_numpy(pop.prob(user, self.train)).float()
+            db = torch.cat([self.db_t, -self.db_t]).unsqueeze(0)
+            dg = torch.cat([self.dg_t, -self.dg_t]).unsqueeze(0)
+            weight = torch.cat([p, 1 - p]).unsqueeze(0)  # soft labels: a won with prob p, b with 1 − p
+            theta, _ = laplace(db, dg, weight, torch.zeros(1, latent), 100.0 * torch.eye(latent).unsqueeze(0),
+                               self.link, iters=50)
+            theta = theta[0]
+        logit = self.db_e + (self.dg_e @ link_fn(self.link, theta) if latent else 0.0)
+        p_true = pop.prob(user, self.eval)
+        return float(np.where(logit.numpy() > 0, p_true, 1.0 - p_true).mean())
+
+
 def _scores(p_model: np.ndarray, p_true: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
     pred_a = p_model > 0.5
     return {
@@ -500,15 +562,27 @@ def _label_one(annotator: Annotator, user: SimUser, pop: Population, table: Pair
     return True
 
 
-def _join(study: Study, user: SimUser, tag: str) -> Annotator:
+def _join(study: Study, user: SimUser, tag: str, with_profile: bool = True) -> Annotator:
     from feedback import services as fs
 
     annotator, _ = fs.annotator_join(study=study, external_id=f"{tag}-{user.id}")
     fs.annotator_consent(annotator=annotator)
-    allowed = set(study.profile_fields)
-    fs.profile_update(annotator=annotator, data={k: v for k, v in user.profile.items() if k in allowed})
+    if with_profile:
+        allowed = set(study.profile_fields)
+        fs.profile_update(annotator=annotator, data={k: v for k, v in user.profile.items() if k in allowed})
     # Fresh instance: the profile cached on the old one predates the update.
     return Annotator.objects.select_related("study", "profile").get(pk=annotator.pk)
+
+
+def _activate(study: Study, version_pk: int) -> None:
+    """Make this version the study's active one again (each strategy starts from the warm-up model)."""
+    from training.models import ModelVersion
+
+    with transaction.atomic():
+        ModelVersion.objects.filter(study=study, status=ModelVersion.Status.ACTIVE).exclude(pk=version_pk).update(
+            status=ModelVersion.Status.RETIRED
+        )
+        ModelVersion.objects.filter(pk=version_pk).update(status=ModelVersion.Status.ACTIVE)
 
 
 def _retrain(study: Study, kind: str | None, log: Callable[[str], None]) -> None:
@@ -544,6 +618,8 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
     unknown = set(config.strategies) - set(STRATEGIES)
     if unknown:
         raise ValueError(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
+    if not config.profile_modes or set(config.profile_modes) - set(PROFILE_MODES):
+        raise ValueError(f"profile modes must be some of {PROFILE_MODES}, got {config.profile_modes}")
     preset = POPULATIONS[config.population]
     pop = preset() if config.label_scale is None else preset(label_scale=config.label_scale)
     rng = random.Random(config.seed)
@@ -597,52 +673,65 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
         elif active_version(study.pk) is None:
             raise ValueError("the study has no active model: run a warm-up (--warmup-annotators > 0)")
         evaluator = _Evaluator(study, eval_table)
+        start_version = active_version(study.pk)
+        assert start_version is not None
+        ceiling = _Ceiling(study, start_version, table, eval_table)
         checkpoints = sorted({c for c in config.checkpoints if c <= config.labels} | {config.labels})
-        # The same new annotators (true tastes, profiles) for every strategy: a paired comparison.
+        # The same new annotators (true tastes, profiles, label noise) for every strategy and mode: a paired
+        # comparison. Every run starts from the same model version (--retrain-every swaps it during a run).
         cohort_seed = rng.randrange(2**31)
-        for strategy in config.strategies:
-            cohort_rng = random.Random(cohort_seed)
-            users = pop.draw_users(config.annotators, cohort_rng, prefix=f"new{config.seed}")
-            label_rng = random.Random(cohort_seed + 1)
-            timer = _Timer()
-            per_user: list[dict[str, Any]] = []
-            n_since_retrain = 0
-            log(f"strategy {strategy}: {config.annotators} new annotators x {config.labels} labels")
-            with _study_settings(study, selector=strategy):
-                for user in users:
-                    annotator = _join(study, user, f"sim-{run_tag}-{strategy}")
-                    p_true = pop.prob(user, eval_table)
-                    sampled = np.asarray([label_rng.random() < q for q in p_true])
-                    record: dict[str, Any] = {
-                        "annotator": annotator.pk,
-                        "type": user.type_name,
-                        "bayes": pop.bayes_optimal_accuracy(user, eval_table),
-                        "population": _scores(evaluator.population_p_a(), p_true, sampled),
-                        "curve": {},
-                    }
-                    given = 0
-                    for n in checkpoints:
-                        while given < n:
-                            if not _label_one(annotator, user, pop, table, label_rng, timer, f"l{given}"):
+        for mode in config.profile_modes:
+            for strategy in config.strategies:
+                key = strategy if mode == "profile" else f"{strategy}/{mode}"
+                _activate(study, start_version.pk)
+                cohort_rng = random.Random(cohort_seed)
+                users = pop.draw_users(config.annotators, cohort_rng, prefix=f"new{config.seed}")
+                label_rng = random.Random(cohort_seed + 1)
+                timer = _Timer()
+                per_user: list[dict[str, Any]] = []
+                n_since_retrain = 0
+                log(f"strategy {key}: {config.annotators} new annotators x {config.labels} labels")
+                with _study_settings(study, selector=strategy):
+                    for user in users:
+                        annotator = _join(study, user, f"sim-{run_tag}-{mode}-{strategy}", mode == "profile")
+                        p_true = pop.prob(user, eval_table)
+                        sampled = np.asarray([label_rng.random() < q for q in p_true])
+                        record: dict[str, Any] = {
+                            "annotator": annotator.pk,
+                            "type": user.type_name,
+                            "bayes": pop.bayes_optimal_accuracy(user, eval_table),
+                            "ceiling": ceiling.accuracy(pop, user),
+                            "population": _scores(evaluator.population_p_a(), p_true, sampled),
+                            "curve": {},
+                        }
+                        given = 0
+                        for n in checkpoints:
+                            while given < n:
+                                if not _label_one(annotator, user, pop, table, label_rng, timer, f"l{given}"):
+                                    break
+                                given += 1
+                                n_since_retrain += 1
+                                if config.retrain_every and n_since_retrain >= config.retrain_every:
+                                    n_since_retrain = 0
+                                    _retrain(study, kind, log)
+                            if given < n:
                                 break
-                            given += 1
-                            n_since_retrain += 1
-                            if config.retrain_every and n_since_retrain >= config.retrain_every:
-                                n_since_retrain = 0
-                                _retrain(study, kind, log)
-                        if given < n:
-                            break
-                        record["curve"][n] = _scores(evaluator.p_a(annotator), p_true, sampled)
-                    per_user.append(record)
-            result["strategies"][strategy] = _summarise(per_user, checkpoints, config.target_fraction, timer)
-            log(format_curve(strategy, result["strategies"][strategy]))
+                            record["curve"][n] = _scores(evaluator.p_a(annotator), p_true, sampled)
+                        per_user.append(record)
+                summary = _summarise(per_user, checkpoints, config.target_fraction, timer)
+                summary["profile"] = mode == "profile"
+                summary["per_user"] = per_user
+                result["strategies"][key] = summary
+                log(format_curve(key, summary))
+        _activate(study, start_version.pk)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["settings"] = {"eager": True, "encoder_device": settings.CHORUS_ENCODER_DEVICE}
-    if "random" in result["strategies"]:
-        base = result["strategies"]["random"]["labels_to_target"]
-        for summary in result["strategies"].values():
-            mine = summary["labels_to_target"]
-            summary["labels_vs_random"] = (mine / base) if (mine is not None and base) else None
+    for key, summary in result["strategies"].items():
+        mode = key.partition("/")[2]
+        base_summary = result["strategies"].get("random" + (f"/{mode}" if mode else ""))
+        base = base_summary["labels_to_target"] if base_summary else None
+        mine = summary["labels_to_target"]
+        summary["labels_vs_random"] = (mine / base) if (mine is not None and base) else None
     return result
 
 
@@ -675,8 +764,11 @@ def _summarise(per_user: list[dict[str, Any]], checkpoints: Sequence[int], targe
         }
     return {
         "bayes_optimal": bayes,
+        "ceiling": _mean([u["ceiling"] for u in per_user if "ceiling" in u]),
         "target": target_fraction * bayes,
         "labels_to_target": labels_to_reach(curve, target_fraction * bayes),
+        # Less ceiling-bound thresholds too: 90% of Bayes can sit close to what the model can express at all.
+        "labels_to_fraction": {f"{f:.2f}": labels_to_reach(curve, f * bayes) for f in (0.8, 0.85, 0.9)},
         "population": population,
         "curve": curve,
         "by_type": by_type,
@@ -694,14 +786,17 @@ def format_curve(strategy: str, summary: dict[str, Any]) -> str:
     bayes = summary["bayes_optimal"]
     lines = [
         f"learning curve — strategy {strategy} (Bayes-optimal accuracy {bayes:.3f}; "
-        f"target {summary['target']:.3f} = 90%; population model {summary['population']['acc_expected']:.3f})",
+        f"target {summary['target']:.3f} = 90%; population model {summary['population']['acc_expected']:.3f}; "
+        f"model ceiling {summary['ceiling']:.3f})",
         f"{'labels':>6} {'acc (expected)':>14} {'agree w/ Bayes':>14} {'acc (sampled)':>13} {'% of Bayes':>10}",
     ]
     for p in summary["curve"]:
         lines.append(f"{p['n']:>6} {p['acc_expected']:>14.3f} {p['agree_bayes']:>14.3f} {p['acc_sampled']:>13.3f} "
                      f"{100 * p['acc_expected'] / bayes:>9.1f}%")
     reached = summary["labels_to_target"]
-    lines.append(f"labels to reach 90% of Bayes-optimal: {reached if reached is not None else 'not reached'}")
+    lines.append(f"labels to reach 90% of Bayes-optimal: {reached if reached is not None else 'not reached'} "
+                 "(80% / 85%: " + " / ".join(str(v) if v is not None else "—" for k, v in
+                                              summary["labels_to_fraction"].items() if k != "0.90") + ")")
     types = ", ".join(
         f"{name}: pop {t['population']:.2f} → " + " ".join(f"{n}:{v:.2f}" for n, v in t["curve"].items()
                                                             if n in (0, 5, 10, 20))

@@ -24,7 +24,7 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"  # noqa: F405
+ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts" / str(os.getpid())  # noqa: F405  # one per test process
 DEBUG = False
 # Training reacts only where a test asks for it (those tests override these).
 CHORUS_EMBED_ON_IMPORT = False

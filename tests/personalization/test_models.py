@@ -204,3 +204,12 @@ def test_it_fits_on_cuda_with_bf16():
     assert model.device.type == "cuda"
     prob, std = model.predict_proba(model.user_posterior("u0"), data.prompt[:4], data.chosen[:4], data.rejected[:4])
     assert prob.shape == (4,) and torch.isfinite(prob).all()
+
+
+def test_fit_config_dropout_defaults_per_kind_and_an_explicit_value_wins():
+    from personalization.train import DEFAULT_DROPOUT, FitConfig
+
+    cfg = FitConfig()
+    for kind in ("bt", "vpl", "pal"):
+        assert cfg.model_config(kind, 8, 0).dropout == DEFAULT_DROPOUT[kind]
+    assert FitConfig(dropout=0.1).model_config("pal", 8, 0).dropout == 0.1

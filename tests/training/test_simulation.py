@@ -44,7 +44,8 @@ def test_attributes_fall_back_to_text_features():
 
 
 @pytest.mark.django_db
-def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path):
+def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path, settings):
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     out, path = StringIO(), tmp_path / "sim.json"
     call_command(
         "simulate", "--study", str(tiny_study.pk), "--annotators", "4", "--labels", "10", "--strategy", "info_gain",
@@ -83,3 +84,30 @@ def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path):
     # tests/training/test_services.py::test_it_trains_activates_and_personalizes.
     assert minority["population"] < 0.5
     assert all(0.0 <= v <= 1.0 for v in minority["curve"].values()), minority
+
+
+@pytest.mark.django_db
+def test_strategies_and_profile_modes_start_from_the_same_place(tiny_study, tmp_path, settings):
+    """Paired comparison: before any label, every strategy scores the same people identically; without a
+    profile the start is the population model. (A model swapped under the run broke this once: artifacts
+    of two runs collided at the same study-<pk>/version-<pk> path.)"""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    config = simulation.SimulationConfig(
+        annotators=3, labels=2, strategies=("random", "info_gain"), seed=5, eval_pairs=30, warmup_annotators=6,
+        warmup_labels=15, kind="vpl", population="pluralistic", checkpoints=(0, 2),
+        profile_modes=("profile", "no_profile"),
+    )
+    result = simulation.run_simulation(tiny_study, config, log=lambda _: None)
+    runs = result["strategies"]
+    assert set(runs) == {"random", "info_gain", "random/no_profile", "info_gain/no_profile"}
+    for mode in ("", "/no_profile"):
+        a, b = runs["random" + mode]["per_user"], runs["info_gain" + mode]["per_user"]
+        assert [u["type"] for u in a] == [u["type"] for u in b]
+        for ua, ub in zip(a, b, strict=True):
+            assert ua["bayes"] == ub["bayes"]
+            assert ua["curve"][0] == pytest.approx(ub["curve"][0])
+    for u in runs["random/no_profile"]["per_user"]:
+        assert u["curve"][0] == pytest.approx(u["population"])
+    assert all(len(u["curve"]) == 2 for r in runs.values() for u in r["per_user"])
+    with pytest.raises(ValueError):
+        simulation.run_simulation(tiny_study, simulation.SimulationConfig(profile_modes=("nope",)))

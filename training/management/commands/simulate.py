@@ -2,6 +2,8 @@
 
     python manage.py simulate --study 3 --annotators 20 --labels 30 --strategy random,info_gain --json out.json
     python manage.py simulate --create-synthetic --annotators 10 --labels 20 --strategy info_gain
+    python manage.py simulate --create-synthetic --strategy random,info_gain --profiles profile,no_profile \
+        --warmup-annotators 96 --warmup-labels 40
 
 It ADDS annotators and judgments to the study (use a sandbox study); the study's selector, overlap
 target and quota are changed for the run and restored afterwards.
@@ -46,6 +48,9 @@ class Command(BaseCommand):
         parser.add_argument("--kind", choices=MODEL_KINDS, help="global model kind (default: the study's)")
         parser.add_argument("--population", choices=sorted(POPULATIONS), default="pluralistic")
         parser.add_argument("--label-scale", type=float, help="Bradley–Terry inverse temperature")
+        parser.add_argument("--profiles", default="profile",
+                            help="comma list of profile (annotators fill in their profile) and no_profile "
+                                 "(they skip it): each runs every strategy on the same people")
         parser.add_argument("--checkpoints", help="comma list of label counts to measure at")
         parser.add_argument("--json", dest="json_out", help="write the full results here")
 
@@ -77,6 +82,7 @@ class Command(BaseCommand):
             kind=opts["kind"],
             population=opts["population"],
             label_scale=opts["label_scale"],
+            profile_modes=tuple(m.strip() for m in opts["profiles"].split(",") if m.strip()),
         )
         if opts["checkpoints"]:
             config.checkpoints = tuple(int(c) for c in opts["checkpoints"].split(","))
