@@ -280,7 +280,16 @@ class _Line:
         return value
 
 
+# A spreadsheet treats a cell that starts with one of these as a formula (CSV injection, OWASP): an
+# annotator's rationale or a generation could otherwise run `=HYPERLINK(...)` on a researcher's machine.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
+    """A CSV cell; text that a spreadsheet would read as a formula gets a leading apostrophe (the usual
+    neutraliser, shown by spreadsheets as plain text). JSONL and Parquet keep the raw text."""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -291,7 +300,8 @@ def _csv_cell(value: Any) -> Any:
 
 
 def csv_chunks(export: Export) -> Iterator[bytes]:
-    """A header row, then one row per record; list columns (messages, multi-choice) are JSON text."""
+    """A header row, then one row per record; list columns (messages, multi-choice) are JSON text, and text
+    cells that would start a spreadsheet formula are prefixed with an apostrophe (see ``_csv_cell``)."""
     writer = csv.writer(_Line())
     names = export.names
     yield writer.writerow(names).encode("utf-8")

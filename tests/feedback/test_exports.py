@@ -24,6 +24,7 @@ from feedback.profile_schema import PREFER_NOT, STATED_PREFS
 from tests.factories import (
     AnnotatorFactory,
     AssignmentFactory,
+    CandidateFactory,
     PairFactory,
     PromptFactory,
     ResearcherFactory,
@@ -277,6 +278,27 @@ def test_it_exports_real_hh_rlhf_conversations(api_client, researcher, hh_rlhf_p
     csv_rows = pd.read_csv(io.BytesIO(export_bytes(api_client, study, "csv")), keep_default_na=False)
     assert [r["prompt"] for r in jsonl_rows] == list(csv_rows["prompt"])
     assert [r["messages"] for r in jsonl_rows] == [json.loads(m) for m in csv_rows["messages"]]
+
+
+def test_it_neutralises_spreadsheet_formulas_in_csv_only(api_client, researcher, study):
+    """Generations and rationales are untrusted: in CSV a cell starting with = + - @ would run as a formula
+    in a spreadsheet, so it gets a leading apostrophe; JSONL keeps the text exactly."""
+    prompt = PromptFactory(study=study, text="=HYPERLINK(\"http://evil.example\",\"x\")")
+    pair = PairFactory(prompt=prompt, candidate_a=CandidateFactory(prompt=prompt, text="@SUM(1+1)"),
+                       candidate_b=CandidateFactory(prompt=prompt, text="-2+3 is the answer"))
+    annotator = AnnotatorFactory(study=study)
+    AssignmentFactory(annotator=annotator, pair=pair)
+    services.judgment_create(annotator=annotator, pair=pair, choice="a", client_key="k-formula",
+                             rationale="+cmd|' /C calc'!A0")
+    api_client.force_login(researcher)
+    row = pd.read_csv(io.BytesIO(export_bytes(api_client, study, "csv")), keep_default_na=False).iloc[0]
+    assert row["prompt"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert row["chosen"] == "'@SUM(1+1)"
+    assert row["rejected"] == "'-2+3 is the answer"
+    assert row["rationale"] == "'+cmd|' /C calc'!A0"
+    assert row["judgment_id"] > 0  # numbers are not text and stay numbers
+    raw = json.loads(export_bytes(api_client, study, "jsonl").splitlines()[0])
+    assert raw["chosen"] == "@SUM(1+1)" and raw["rationale"] == "+cmd|' /C calc'!A0"
 
 
 @pytest.mark.parametrize("kind", ["", "profiles"])
