@@ -40,7 +40,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     @admin.action(description="Retrain now (same study and kind)")
     def retrain_same_kind(self, request, queryset):
         for version in queryset.select_related("study"):
-            new = services.model_version_request(study=version.study, kind=version.kind)
+            try:
+                new = services.model_version_request(study=version.study, kind=version.kind)
+            except services.NotEnoughJudgments as exc:
+                self.message_user(request, f"{version.study}: {exc}", messages.WARNING)
+                continue
             self.message_user(request, f"{version.study}: model version {new.pk} is {new.status}", messages.INFO)
 
 

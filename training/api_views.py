@@ -51,7 +51,8 @@ class RetrainView(ChorusAPIView):
         description="Queues a training job on the `gpu` queue over every judgment so far and returns at once. "
         "Idempotent while a job of that kind is queued or training (the pending version is returned). The "
         "new version becomes active only if it is at least as accurate on the held-out slice as the active "
-        "one; follow it with GET studies/{id}/models/.",
+        "one; follow it with GET studies/{id}/models/. 400 when the study has fewer than 2 non-tie judgments "
+        "outside the held-out slice (nothing to learn from yet).",
         request=RetrainRequestSerializer,
         responses={202: RetrainResultSerializer, **_errors(400, 401, 403, 404)},
     )
@@ -59,7 +60,10 @@ class RetrainView(ChorusAPIView):
         study = _get_study_for_researcher(request, pk)
         serializer = RetrainRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        version = services.model_version_request(study=study, kind=serializer.validated_data.get("kind"))
+        try:
+            version = services.model_version_request(study=study, kind=serializer.validated_data.get("kind"))
+        except services.NotEnoughJudgments as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         version.refresh_from_db(fields=["status"])  # eager (embedded) mode has trained it already
         body = {"model_version_id": version.pk, "status": version.status}
         return Response(RetrainResultSerializer(body).data, status=status.HTTP_202_ACCEPTED)

@@ -38,6 +38,14 @@ class TrainingBusy(Exception):
     """Another live worker holds this training job; the task retries later."""
 
 
+class NotEnoughJudgments(ValueError):
+    """A retrain was asked for before the study has judgments a model can learn from."""
+
+
+# Non-tie judgments outside the held-out slice that a fit needs (a pair of labels: one is no model).
+MIN_TRAIN_JUDGMENTS = 2
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data: judgments -> embedding tensors
 # ---------------------------------------------------------------------------------------------------
@@ -126,6 +134,15 @@ def model_version_request(*, study: Study, kind: str | None = None) -> ModelVers
         ).first()
         if pending:
             return pending
+        # Refuse now rather than queue a job that can only fail on a worker.
+        fraction = settings.CHORUS_HELDOUT_FRACTION
+        ids = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE).values_list("id", flat=True)
+        trainable = sum(1 for i in ids.iterator() if not is_heldout(i, fraction))
+        if trainable < MIN_TRAIN_JUDGMENTS:
+            raise NotEnoughJudgments(
+                f"the study has {trainable} judgment(s) to train on (ties and the held-out slice excluded); "
+                f"a model needs at least {MIN_TRAIN_JUDGMENTS}"
+            )
         cutoff = Judgment.objects.filter(pair__study=study).aggregate(m=Max("id"))["m"] or 0
         version = ModelVersion.objects.create(study=study, kind=kind, data_cutoff=cutoff)
         from training.tasks import retrain_study_model
@@ -300,8 +317,8 @@ def _train_and_evaluate(version: ModelVersion) -> None:
     fraction = settings.CHORUS_HELDOUT_FRACTION
     train_rows = [j for j in rows if not is_heldout(j.id, fraction)]
     held_rows = [j for j in rows if is_heldout(j.id, fraction)]
-    if len(train_rows) < 2:
-        raise ValueError(f"not enough judgments to train on ({len(train_rows)})")
+    if len(train_rows) < MIN_TRAIN_JUDGMENTS:
+        raise NotEnoughJudgments(f"not enough judgments to train on ({len(train_rows)})")
     profiles = _profiles(study)
     train, held = judgments_to_batch(train_rows), judgments_to_batch(held_rows)
     _heartbeat(version.pk)
@@ -368,7 +385,12 @@ def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | 
         due = new >= settings.CHORUS_RETRAIN_EVERY_JUDGMENTS or (
             new > 0 and (force_time or age >= timedelta(minutes=settings.CHORUS_RETRAIN_EVERY_MINUTES))
         )
-    return model_version_request(study=study) if due else None
+    if not due:
+        return None
+    try:
+        return model_version_request(study=study)
+    except NotEnoughJudgments:  # e.g. every new judgment fell in the held-out slice; wait for more
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------

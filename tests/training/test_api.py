@@ -101,12 +101,33 @@ EXPECTED = {
 def test_authz_table(endpoint, role_index, study, people, no_training):
     role = ROLES[role_index]
     target = people["annotator_of_study"].annotator.pk
+    if endpoint == "retrain":  # a retrain needs judgments to learn from (see the 400 test below)
+        label_all(study, n_annotators=2, per_annotator=6)
     response = _call(client_for(people[role]), endpoint, study, target)
     assert response.status_code == EXPECTED[endpoint][role_index], (endpoint, role, response.content)
     if response.status_code == 401:
         assert response.headers["WWW-Authenticate"].startswith("Token")
     if response.status_code in (401, 403, 404, 409):
         assert "detail" in response.json()
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_retrain_with_nothing_to_learn_from(study, researcher, no_training):
+    client = client_for(researcher)
+    response = client.post(f"/api/v1/studies/{study.pk}/retrain/", {"kind": "vpl"}, format="json")
+    assert response.status_code == 400
+    assert "at least 2" in str(response.json()["errors"])
+    assert not ModelVersion.objects.filter(study=study).exists() and no_training == []
+    # Ties carry no direction, so a study of ties only is refused too.
+    annotator = AnnotatorFactory(study=study)
+    for i in range(4):
+        asg = feedback_services.assignment_next(annotator=annotator)
+        feedback_services.judgment_create(annotator=annotator, pair=asg.pair, choice="tie", client_key=f"t{i}")
+    assert client.post(f"/api/v1/studies/{study.pk}/retrain/", {}, format="json").status_code == 400
+    label_all(study, n_annotators=2, per_annotator=6)
+    response = client.post(f"/api/v1/studies/{study.pk}/retrain/", {}, format="json")
+    assert response.status_code == 202, response.content
+    assert ModelVersion.objects.filter(study=study).count() == 1
 
 
 @pytest.mark.django_db
@@ -157,6 +178,7 @@ def test_a_researcher_gets_404_for_another_studys_annotator(study, researcher, o
 @pytest.mark.django_db
 def test_retrain_queues_a_version_once(study, researcher, no_training):
     client = client_for(researcher)
+    label_all(study, n_annotators=2, per_annotator=6)
     url = f"/api/v1/studies/{study.pk}/retrain/"
     first = client.post(url, {"kind": "pal"}, format="json")
     assert first.status_code == 202
@@ -368,5 +390,6 @@ def test_the_selector_set_over_the_api_picks_the_next_pair(study, researcher):
 def test_a_superuser_may_use_every_endpoint(study, no_training):
     admin = ResearcherFactory(is_superuser=True)
     client = client_for(admin)
+    label_all(study, n_annotators=2, per_annotator=6)
     assert client.get(f"/api/v1/studies/{study.pk}/models/").status_code == 200
     assert client.post(f"/api/v1/studies/{study.pk}/retrain/", {}, format="json").status_code == 202
