@@ -214,13 +214,13 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
                      f"{next(iter(res['models'].values()))['seen']['bayes']:.3f})")
         lines.append("")
         head = "| model | seen acc | seen rel | " + " | ".join(f"new n={n} +prof" for n in sizes)
-        head += " | " + " | ".join(f"n={n} -prof" for n in sizes if n in (0, 10)) + " | ECE | Brier |"
+        head += " | " + " | ".join(f"n={n} -prof" for n in sizes) + " | ECE | Brier |"
         lines.append(head)
         lines.append("|" + "---|" * (head.count("|") - 1))
         for kind, m in res["models"].items():
             cells = [kind, f"{m['seen']['acc']:.3f}", f"{m['seen']['rel']:.3f}"]
             cells += [f"{m['new_profile'][n]['rel']:.3f}" for n in sizes]
-            cells += [f"{m['new_noprofile'][n]['rel']:.3f}" for n in sizes if n in (0, 10)]
+            cells += [f"{m['new_noprofile'][n]['rel']:.3f}" for n in sizes]
             cells += [f"{m['seen']['ece']:.3f}", f"{m['seen']['brier']:.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

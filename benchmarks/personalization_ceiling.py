@@ -13,7 +13,8 @@ Bayes-optimal accuracy (the predictor that knows every user's true weights):
      on the user's (known) type;
    * on LINEAR features of the embeddings (their projection on the attribute directions, i.e. what a
      reward linear in the response embedding can see, without the topic-dependent mixing undone):
-     the best weights per type and per user, fitted on thousands of pairs with their true probabilities.
+     the best weights per type and per user, fitted on thousands of pairs with their true probabilities,
+     and per-user weights from a seen user's labels with the known type's weights as prior.
 2. **Data curve** — the benchmark's split with more labels per seen user (same number of users), for
    the models named, to separate what more data buys from what the architecture caps.
 """
@@ -85,8 +86,21 @@ def oracle_bounds(pop: Population, n_users: int, n_labels: int, n_test: int, see
     bayes = torch.stack([torch.maximum(p, 1 - p).mean() for p in probs]).mean()
     out: dict[str, list[torch.Tensor]] = {k: [] for k in
                                           ("true_type", "true_user_flat", "true_user_type_prior",
-                                           "linear_type", "linear_user")}
-    for u, p_true in zip(users, probs, strict=True):
+                                           "linear_type", "linear_user", "linear_user_type_prior")}
+    # Linear features: the best weights per type (pooled true probabilities) and per user.
+    type_w: dict[int, torch.Tensor] = {}
+    for t in range(pop.n_types):
+        members = [i for i, u in enumerate(users) if u.type == t]
+        if not members:
+            continue
+        targets = torch.stack([probs[i] for i in members])
+        type_w[t] = _fit_logistic(x_lin.repeat(len(members), 1), targets.reshape(-1))
+        pred = torch.sigmoid(x_lin @ type_w[t])
+        out["linear_type"] += [_expected(pred, probs[i]) for i in members]
+    user_w = [_fit_logistic(x_lin, p) for p in probs]
+    spread = {t: float(torch.stack([user_w[i] - w for i, u in enumerate(users) if u.type == t]).std())
+              for t, w in type_w.items()}
+    for i, (u, p_true) in enumerate(zip(users, probs, strict=True)):
         base = pop.type_weights[u.type]
         out["true_type"].append(_expected(torch.sigmoid(x_true @ base), p_true))
         train = pop.sample_pairs(n_labels, g)
@@ -97,17 +111,11 @@ def oracle_bounds(pop: Population, n_users: int, n_labels: int, n_test: int, see
         std = pop.config.individual_std * float(base.norm())
         w_typed = _fit_logistic(x_tr, y, base, std)
         out["true_user_type_prior"].append(_expected(torch.sigmoid(x_true @ w_typed), p_true))
-        w_lin = _fit_logistic(x_lin, p_true)
-        out["linear_user"].append(_expected(torch.sigmoid(x_lin @ w_lin), p_true))
-    for t in range(pop.n_types):
-        members = [i for i, u in enumerate(users) if u.type == t]
-        if not members:
-            continue
-        targets = torch.stack([probs[i] for i in members])
-        xs = x_lin.repeat(len(members), 1)
-        w = _fit_logistic(xs, targets.reshape(-1))
-        pred = torch.sigmoid(x_lin @ w)
-        out["linear_type"] += [_expected(pred, probs[i]) for i in members]
+        out["linear_user"].append(_expected(torch.sigmoid(x_lin @ user_w[i]), p_true))
+        # The same 50 labels, read through the linear features, with the type's linear weights as prior.
+        la, lb = linear_features(pop, train)
+        w_lin = _fit_logistic(la - lb, y, type_w[u.type], spread[u.type])
+        out["linear_user_type_prior"].append(_expected(torch.sigmoid(x_lin @ w_lin), p_true))
     return {k: float(torch.stack(v).mean() / bayes) for k, v in out.items()} | {"bayes": float(bayes)}
 
 
@@ -152,6 +160,8 @@ def markdown(pop_name: str, bounds: dict[str, float], curve: list[dict[str, Any]
         f"{bounds['linear_type']:.3f} |",
         f"| linear embedding features, best weights per USER (fitted on true probabilities) | "
         f"{bounds['linear_user']:.3f} |",
+        f"| linear embedding features, per-user weights from {n_labels} labels, prior at the known type's best "
+        f"linear weights (spread of the users around them) | {bounds['linear_user_type_prior']:.3f} |",
         "",
         "Data curve: the benchmark's split with more labels per seen user (same users, same test pairs per user):",
         "",

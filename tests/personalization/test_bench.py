@@ -41,3 +41,28 @@ def test_it_beats_bt_on_the_pets_population_in_quick_mode():
         assert models[kind]["new_profile"][10]["acc"] > models["bt"]["new_profile"][10]["acc"] + 0.1
     text = bench.markdown([res], cfg, "cmd", "test machine", "2026-11-23")
     assert text.startswith(bench.SECTION) and "| vpl |" in text
+
+
+def _ceiling():
+    spec = importlib.util.spec_from_file_location("personalization_ceiling",
+                                                  ROOT / "benchmarks" / "personalization_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_orders_the_oracle_bounds_of_the_ceiling_analysis():
+    ceiling = _ceiling()
+    pop = Population(PRESETS["ufp"]())
+    b = ceiling.oracle_bounds(pop, n_users=24, n_labels=50, n_test=600, seed=0)
+    assert 0.5 < b["bayes"] < 1.0
+    # Knowing more never hurts: a prior at the user's type beats a flat one on the same labels …
+    assert b["true_user_type_prior"] > b["true_user_flat"]
+    # … and features that keep the topic mixing lose against the true attributes, per type and per user.
+    assert b["linear_type"] < b["true_type"] < 1.0
+    assert b["linear_user_type_prior"] < b["true_user_type_prior"]
+    assert b["linear_user"] <= 1.0 and b["linear_user"] > b["linear_type"]
+    text = ceiling.markdown("ufp", b, [{"labels": 50, "pairs": 100, "kind": "pal", "seen": 0.9, "fit_s": 1.0}],
+                            50, "cmd", "test machine", "2026-11-23")
+    assert text.startswith(ceiling.SECTION) and "| 50 | 100 | pal | 0.900 | 1 |" in text
