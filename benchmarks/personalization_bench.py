@@ -274,6 +274,20 @@ def quick_config() -> BenchConfig:
     )
 
 
+def _overrides(pop_cfg: PopulationConfig, items: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings → typed PopulationConfig overrides (JSON values, e.g. 0.3 or [0.5, 0.5])."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not hasattr(pop_cfg, name) or name in ("name", "seed"):
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a PopulationConfig field")
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--set {item!r}: VALUE must be JSON (a number, list …)") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (< 1 min)")
@@ -281,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="bt,vpl,pal", help="comma-separated model kinds")
     ap.add_argument("--epochs", type=int, default=None, help="override training epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a PopulationConfig field of every population (e.g. individual_std=0, "
+                         "label_scale=3): variants the models were not tuned on")
     ap.add_argument("--write", default=None, help="markdown file whose section to update (e.g. BENCHMARKS.md)")
     ap.add_argument("--json", default=None, help="also dump raw results as JSON here")
     ap.add_argument("--date", default=_dt.date.today().isoformat(), help="date written into the report")
@@ -294,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.populations.split(","):
         t = time.perf_counter()
-        res = run_population(PRESETS[name](seed=args.seed), cfg)
+        pop_cfg = PRESETS[name](seed=args.seed)
+        if args.set:
+            changes = _overrides(pop_cfg, args.set)
+            label = ", ".join(f"{k}={v}" for k, v in changes.items())
+            pop_cfg = replace(pop_cfg, name=f"{pop_cfg.name} [{label}]", **changes)
+        res = run_population(pop_cfg, cfg)
         results.append(res)
         print(f"[{name}] done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     shown = [a for a in (argv if argv is not None else sys.argv[1:])]

@@ -66,3 +66,17 @@ def test_it_orders_the_oracle_bounds_of_the_ceiling_analysis():
     text = ceiling.markdown("ufp", b, [{"labels": 50, "pairs": 100, "kind": "pal", "seen": 0.9, "fit_s": 1.0}],
                             50, "cmd", "test machine", "2026-11-23")
     assert text.startswith(ceiling.SECTION) and "| 50 | 100 | pal | 0.900 | 1 |" in text
+
+
+def test_it_overrides_population_fields_from_the_command_line():
+    bench = _bench()
+    cfg = PRESETS["ufp"]()
+    assert bench._overrides(cfg, ["individual_std=0", "type_probs=[0.4, 0.2, 0.2, 0.2]"]) == {
+        "individual_std": 0, "type_probs": [0.4, 0.2, 0.2, 0.2]}
+    for bad in ["individual_std", "no_such_field=1", "seed=3", "label_scale=high"]:
+        try:
+            bench._overrides(cfg, [bad])
+        except SystemExit as exc:
+            assert bad.split("=")[0] in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
