@@ -122,6 +122,18 @@ def load_version_model(version: ModelVersion):
     return _load_cached(str(path), path.stat().st_mtime)
 
 
+def _count_trainable(study: Study, *, up_to: int) -> int:
+    """Non-tie judgments outside the held-out slice, counted up to ``up_to`` (stops reading there)."""
+    fraction = settings.CHORUS_HELDOUT_FRACTION
+    ids = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE).values_list("id", flat=True)
+    count = 0
+    for judgment_id in ids.iterator(chunk_size=256):
+        count += not is_heldout(judgment_id, fraction)
+        if count >= up_to:
+            break
+    return count
+
+
 def model_version_request(*, study: Study, kind: str | None = None) -> ModelVersion:
     """Queue a global retrain of the study's model now (idempotent while one is queued or training)."""
     kind = kind or study.model_kind
@@ -135,9 +147,7 @@ def model_version_request(*, study: Study, kind: str | None = None) -> ModelVers
         if pending:
             return pending
         # Refuse now rather than queue a job that can only fail on a worker.
-        fraction = settings.CHORUS_HELDOUT_FRACTION
-        ids = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE).values_list("id", flat=True)
-        trainable = sum(1 for i in ids.iterator() if not is_heldout(i, fraction))
+        trainable = _count_trainable(study, up_to=MIN_TRAIN_JUDGMENTS)
         if trainable < MIN_TRAIN_JUDGMENTS:
             raise NotEnoughJudgments(
                 f"the study has {trainable} judgment(s) to train on (ties and the held-out slice excluded); "
