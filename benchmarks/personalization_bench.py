@@ -15,7 +15,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -28,6 +27,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import write_section  # noqa: E402
 
 from personalization.synthetic import PRESETS, Population, PopulationConfig, labelled  # noqa: E402
 from personalization.train import FitConfig, PreferenceData, fit  # noqa: E402
@@ -259,14 +261,6 @@ def _mark(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section in a markdown file, leaving other sections alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
-
-
 def quick_config() -> BenchConfig:
     return BenchConfig(
         n_train_users=60, pairs_per_user=30, test_pairs=20, n_new_users=30, context_sizes=(0, 2, 10),
@@ -329,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), SECTION, text)
     return 0
 
 

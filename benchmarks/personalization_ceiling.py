@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import re
 import shlex
 import sys
 import time
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_report import write_section  # noqa: E402
 from personalization_bench import BenchConfig, _score, make_split  # noqa: E402
 
 from personalization.synthetic import PRESETS, PairBatch, Population  # noqa: E402
@@ -174,13 +174,6 @@ def markdown(pop_name: str, bounds: dict[str, float], curve: list[dict[str, Any]
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--population", default="ufp", choices=sorted(PRESETS))
@@ -204,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(args.population, bounds, curve, labels[0] if labels else 50, command, args.machine, args.date)
     print(text)
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), SECTION, text)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -27,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+
+from bench_report import write_section  # noqa: E402
 
 SECTION = "## Online personalization and active learning"
 
@@ -215,14 +217,6 @@ def markdown(out: dict[str, Any], args: argparse.Namespace, command: str) -> str
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section in a markdown file, leaving other sections alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    path.write_text(new.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run")
@@ -259,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         text = markdown(out, args, "`; `".join(d.get("command", "") for d in dumps))
         print(text)
         if args.write:
-            write_section(Path(args.write), text)
+            write_section(Path(args.write), SECTION, text)
         return 0
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     connection, old_name = _setup_db(args.db_name)
@@ -282,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), SECTION, text)
     return 0
 
 
