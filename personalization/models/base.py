@@ -386,9 +386,57 @@ class RewardModel(nn.Module):
                     self.prior_var_profile = pv.mean(0).clamp_min(1e-3).to(self.prior_var_profile.device)
                 pv = ((mean - mu_pop) ** 2 + post_var)[active]
                 self.prior_var_population = pv.mean(0).clamp_min(1e-3).to(self.prior_var_population.device)
+        if feats is not None:
+            cv_var = self._cv_profile_var(feats.float().cpu(), mean, cov.diagonal(dim1=-2, dim2=-1),
+                                          counts > 0, has_profile)
+            if cv_var is not None:
+                # The prior net was trained on these very users, so their spread around its predictions
+                # understates a NEW user's: the profile prior's variance comes from out-of-fold
+                # predictions instead, and the seen users' posteriors are refitted under it.
+                self.prior_var_profile = torch.maximum(self.prior_var_profile.cpu(), cv_var).to(
+                    self.prior_var_profile.device)
+                var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(),
+                                  self.prior_var_population.cpu())
+                mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mean)
         self.user_mean = mean.to(self.user_mean.device)
         self.user_cov = cov.to(self.user_cov.device)
         self.train(was_training)
+
+    def _cv_profile_var(
+        self,
+        feats: torch.Tensor,
+        mean: torch.Tensor,
+        post_var: torch.Tensor,
+        active: torch.Tensor,
+        has_profile: torch.Tensor,
+        folds: int = 5,
+        steps: int = 300,
+    ) -> torch.Tensor | None:
+        """Out-of-fold variance of users' latents around a profile → latent network like ``prior_net``
+        (fresh weights per fold, fitted to the other folds' posterior means): what the profile prior
+        leaves unexplained for a user it has not seen. None with too few users to split."""
+        rows = torch.nonzero(active & has_profile).squeeze(1)
+        if rows.numel() < 4 * folds or self.prior_net is None:
+            return None
+        x, y = feats[rows], mean[rows]
+        gen = torch.Generator().manual_seed(0)
+        fold = torch.randperm(rows.numel(), generator=gen) % folds
+        pred = torch.zeros_like(y)
+        width = self.config.profile_hidden
+        with torch.enable_grad():
+            for k in range(folds):
+                fit_rows, out_rows = fold != k, fold == k
+                torch.manual_seed(k)
+                net = nn.Sequential(nn.Linear(x.shape[1], width), nn.SiLU(), nn.Linear(width, y.shape[1]))
+                opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-3)
+                for _ in range(steps):
+                    opt.zero_grad()
+                    loss = ((net(x[fit_rows]) - y[fit_rows]) ** 2).mean()
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    pred[out_rows] = net(x[out_rows])
+        return (((y - pred) ** 2) + post_var[rows]).mean(0).clamp_min(1e-3)
 
     def _laplace_chunked(self, db, dg, mask, mu0, cov0, init, chunk: int = 1024):
         means, covs = [], []

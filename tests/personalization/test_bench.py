@@ -80,3 +80,59 @@ def test_it_overrides_population_fields_from_the_command_line():
             assert bad.split("=")[0] in str(exc)
         else:
             raise AssertionError(f"{bad!r} was accepted")
+
+
+def _text_bench():
+    spec = importlib.util.spec_from_file_location("personalization_text_bench",
+                                                  ROOT / "benchmarks" / "personalization_text_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_text_config(bench, **kw):
+    cfg = bench.TextBenchConfig(n_prompts=3, n_train_users=6, pairs_per_user=5, test_pairs=4, n_new_users=3,
+                                context_sizes=(0, 2), epochs=1)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_it_writes_cli_files_whose_oracle_scores_one(tmp_path):
+    from personalization.data import read_profiles, read_test, read_train
+
+    bench = _text_bench()
+    cfg = _tiny_text_config(bench)
+    pop = bench._populations()["pluralistic"]()
+    split = bench.build_split(pop, cfg, tmp_path)
+    train, tests = read_train(tmp_path / "train.jsonl"), read_test(tmp_path / "test.jsonl")
+    context, profiles = read_train(tmp_path / "context.jsonl"), read_profiles(tmp_path / "profiles.jsonl")
+    assert len(train) == 6 * 5 and split["n_train"] == 30
+    # Seen users once; each new user once per (n, with/without profile) case, each with its own context.
+    assert len(tests) == 6 * 4 + 3 * 2 * 2 * 4
+    assert sum(1 for c in context if c.user_id.endswith("@2+p")) == 3 * 2
+    assert not any(c.user_id.endswith("@0+p") for c in context)
+    assert "new-7@2+p" in profiles and "new-7@2-p" not in profiles and "seen-1" in profiles
+    # Predicting each user's true probabilities scores exactly the Bayes-optimal accuracy.
+    truth = split["truth"]
+    oracle = {}
+    for t in tests:
+        case, i = t.id.split("#")
+        oracle[t.id] = float(truth[case.split("@")[0]][1][int(i)])
+    scores = bench.score(oracle, split, cfg)
+    assert scores["seen"] == 1.0 and scores["new_profile"][2] == 1.0 and scores["new_noprofile"][0] == 1.0
+    # A coin flip scores 0.5 / Bayes-optimal.
+    coin = bench.score({k: 0.5 for k in oracle}, split, cfg)
+    assert abs(coin["seen"] - 0.5 / bench.bayes_acc({"truth": {u.id: truth[u.id] for u in split["seen"]}})) < 1e-9
+
+
+def test_it_runs_the_text_benchmark_through_the_cli(tmp_path, tiny_encoder_dir):
+    bench = _text_bench()
+    cfg = _tiny_text_config(bench, kinds=("bt", "pal"), encoder=str(tiny_encoder_dir))
+    res = bench.run_population("opposite", cfg, tmp_path / "work", tmp_path / "cache")
+    assert set(res["models"]) == {"bt", "pal"}
+    for m in res["models"].values():
+        assert 0.0 < m["seen"] <= 1.0 + 1e-9 and set(m["new_profile"]) == {0, 2}
+    text = bench.markdown([res], cfg, "cmd", "test machine", "2026-11-23")
+    assert text.startswith(bench.SECTION) and "| opposite | pal |" in text
