@@ -203,7 +203,7 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
         f"Machine: {machine}. Date: {date}. Torch {torch.__version__}, {torch.get_num_threads()} threads.  ",
         f"Data: synthetic populations (`personalization/synthetic.py`), {cfg.n_train_users} seen users × "
         f"{cfg.pairs_per_user} labelled pairs = {cfg.n_train_users * cfg.pairs_per_user} training pairs, "
-        f"{cfg.n_new_users} new users, {cfg.test_pairs} test pairs per user, {cfg.fit.epochs} epochs, "
+        f"{cfg.n_new_users} new users, {cfg.test_pairs} test pairs per user, {cfg.fit.epochs} epochs (VPL then {cfg.fit.refine_epochs} refinement epochs), "
         f"384-d synthetic embeddings.",
         "",
         "Accuracy is expected accuracy against the true preference probabilities, shown as a fraction of the "

@@ -249,3 +249,27 @@ def test_it_widens_the_profile_prior_to_the_out_of_fold_spread(trained, monkeypa
     monkeypatch.setattr(model, "_cv_profile_var", lambda *args, **kw: torch.full((model.latent_dim,), 1e-3))
     model.fit_user_posteriors(data.user, data.prompt, data.chosen, data.rejected, feats)
     assert (model.prior_var_profile > 1e-3).all()
+
+
+def test_it_refines_vpl_seen_users_after_amortised_training():
+    data, profiles, *_ = make_data(seed=2)
+    plain = fit("vpl", data, profiles, small_config(epochs=10, refine_epochs=0), seed=0)
+    refined = fit("vpl", data, profiles, small_config(epochs=10, refine_epochs=4), seed=0)
+    assert plain.info["refine_steps"] == 0 and refined.info["refine_steps"] > 0
+    # Same amortised phase; the refinement moves the trunk and decoder, never the encoder.
+    assert torch.equal(plain.pair_encoder[0].weight, refined.pair_encoder[0].weight)
+    assert not torch.equal(plain.trunk.first.w_r, refined.trunk.first.w_r)
+    assert not torch.equal(plain.basis_head.weight, refined.basis_head.weight)
+
+    # Seen users' own labels are fitted better after it.
+    def nll(m):
+        total = 0.0
+        for i, uid in enumerate(data.user_ids):
+            idx = data.user == i
+            prob, _ = m.predict_proba(m.user_posterior(uid), data.prompt[idx], data.chosen[idx], data.rejected[idx])
+            total += float(-prob.clamp_min(1e-6).log().sum())
+        return total / len(data)
+
+    assert nll(refined) < nll(plain)
+    # PAL and BT train their seen users directly: nothing to refine.
+    assert fit("pal", data, profiles, small_config(epochs=2, refine_epochs=4)).info["refine_steps"] == 0
