@@ -1,9 +1,13 @@
-"""Shared by the benchmark harnesses: update one section of a markdown report (e.g. BENCHMARKS.md)."""
+"""Shared by the benchmark harnesses: the command line a report quotes, and writing the report out."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def write_section(path: Path, section: str, text: str) -> None:
@@ -12,3 +16,27 @@ def write_section(path: Path, section: str, text: str) -> None:
     pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _: text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
     path.write_text(new.rstrip() + "\n")
+
+
+def quoted_command(script: str, argv: Sequence[str], drop: Sequence[str] = ("--json",)) -> str:
+    """The command behind a report, without the options that only say where files went (``drop``, each
+    taking one value, as ``--flag VALUE`` or ``--flag=VALUE``)."""
+    shown: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in drop:
+            skip = True
+        elif not any(arg.startswith(f"{flag}=") for flag in drop):
+            shown.append(arg)
+    return shlex.join([".venv/bin/python", script, *shown])
+
+
+def publish(text: str, *, section: str, write: str | None, json_path: str | None, raw: Any) -> None:
+    """Print the report; dump the raw results as JSON and update the markdown section when asked."""
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(raw, indent=1, default=str))
+    if write:
+        write_section(Path(write), section, text)

@@ -15,7 +15,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import shlex
 import statistics
 import sys
 import threading
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import write_section  # noqa: E402
+from bench_report import publish, quoted_command  # noqa: E402
 
 from personalization.synthetic import PRESETS, Population, PopulationConfig, labelled  # noqa: E402
 from personalization.train import FitConfig, PreferenceData, fit  # noqa: E402
@@ -313,17 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         res = run_population(pop_cfg, cfg)
         results.append(res)
         print(f"[{name}] done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-    shown = [a for a in (argv if argv is not None else sys.argv[1:])]
-    if args.json:  # where raw JSON went is not part of the result
-        i = shown.index("--json") if "--json" in shown else -1
-        shown = shown[:i] + shown[i + 2 :] if i >= 0 else [a for a in shown if not a.startswith("--json=")]
-    command = shlex.join([".venv/bin/python", "benchmarks/personalization_bench.py", *shown])
+    command = quoted_command("benchmarks/personalization_bench.py", argv if argv is not None else sys.argv[1:])
     text = markdown(results, cfg, command, args.machine, args.date)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    if args.write:
-        write_section(Path(args.write), SECTION, text)
+    publish(text, section=SECTION, write=args.write, json_path=args.json, raw=results)
     return 0
 
 

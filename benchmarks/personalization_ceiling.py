@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import write_section  # noqa: E402
+from bench_report import publish, quoted_command  # noqa: E402
 from personalization_bench import BenchConfig, _score, make_split  # noqa: E402
 
 from personalization.synthetic import PRESETS, PairBatch, Population  # noqa: E402
@@ -192,12 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     bounds = oracle_bounds(pop, args.oracle_users, labels[0] if labels else 50, 2000, args.seed)
     kinds = [k for k in args.kinds.split(",") if k]
     curve = data_curve(args.population, labels, kinds, args.users, args.seed) if kinds else []
-    shown = argv if argv is not None else sys.argv[1:]
-    command = shlex.join([".venv/bin/python", "benchmarks/personalization_ceiling.py", *shown])
+    command = quoted_command("benchmarks/personalization_ceiling.py", argv if argv is not None else sys.argv[1:])
     text = markdown(args.population, bounds, curve, labels[0] if labels else 50, command, args.machine, args.date)
-    print(text)
-    if args.write:
-        write_section(Path(args.write), SECTION, text)
+    publish(text, section=SECTION, write=args.write, json_path=None, raw=None)
     return 0
 
 

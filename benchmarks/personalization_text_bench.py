@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import os
 import random
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 
-from bench_report import write_section  # noqa: E402
+from bench_report import publish, quoted_command  # noqa: E402
 
 SECTION = "## Personalized reward models on text (CLI end to end)"
 CONTEXT_SIZES = (0, 1, 2, 5, 10, 20)
@@ -284,18 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
         cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
         results = [run_population(name, cfg, work, cache) for name in args.populations.split(",")]
-    shown = list(argv if argv is not None else sys.argv[1:])
-    for flag in ("--json", "--cache-dir", "--work-dir"):  # where files went is not part of the result
-        if flag in shown:
-            i = shown.index(flag)
-            shown = shown[:i] + shown[i + 2 :]
-    command = shlex.join([".venv/bin/python", "benchmarks/personalization_text_bench.py", *shown])
+    # Where the files went is not part of the result.
+    command = quoted_command("benchmarks/personalization_text_bench.py", argv if argv is not None else sys.argv[1:],
+                             drop=("--json", "--cache-dir", "--work-dir"))
     text = markdown(results, cfg, command, args.machine, args.date)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    if args.write:
-        write_section(Path(args.write), SECTION, text)
+    publish(text, section=SECTION, write=args.write, json_path=args.json, raw=results)
     return 0
 
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 
-from bench_report import write_section  # noqa: E402
+from bench_report import publish  # noqa: E402
 
 SECTION = "## Online personalization and active learning"
 
@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {"runs": [r for d in dumps for r in d["runs"]], "seconds": sum(d["seconds"] for d in dumps)}
         args.load = args.load or "; ".join(d.get("load", "") for d in dumps)
         text = markdown(out, args, "`; `".join(d.get("command", "") for d in dumps))
-        print(text)
-        if args.write:
-            write_section(Path(args.write), SECTION, text)
+        publish(text, section=SECTION, write=args.write, json_path=None, raw=None)
         return 0
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     connection, old_name = _setup_db(args.db_name)
@@ -272,11 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         args.load = f"{load_start[0]:.2f} at the start, {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f} (1 / 5 / 15 min) at the end"
     out["load"] = args.load
     text = markdown(out, args, command.strip())
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-    if args.write:
-        write_section(Path(args.write), SECTION, text)
+    publish(text, section=SECTION, write=args.write, json_path=args.json, raw=out)
     return 0
 
 

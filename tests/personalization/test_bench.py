@@ -8,12 +8,17 @@ from personalization.train import FitConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("personalization_bench", ROOT / "benchmarks" / "personalization_bench.py")
+def _load(name: str):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def _bench():
+    return _load("personalization_bench")
 
 
 def test_it_generates_a_population_with_ground_truth():
@@ -44,12 +49,7 @@ def test_it_beats_bt_on_the_pets_population_in_quick_mode():
 
 
 def _ceiling():
-    spec = importlib.util.spec_from_file_location("personalization_ceiling",
-                                                  ROOT / "benchmarks" / "personalization_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load("personalization_ceiling")
 
 
 def test_it_orders_the_oracle_bounds_of_the_ceiling_analysis():
@@ -83,12 +83,16 @@ def test_it_overrides_population_fields_from_the_command_line():
 
 
 def _text_bench():
-    spec = importlib.util.spec_from_file_location("personalization_text_bench",
-                                                  ROOT / "benchmarks" / "personalization_text_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load("personalization_text_bench")
+
+
+def test_it_quotes_the_command_without_where_files_went():
+    report = _load("bench_report")
+    argv = ["--seed", "1", "--json", "/tmp/x.json", "--cache-dir=/tmp/c", "--write", "BENCHMARKS.md"]
+    assert report.quoted_command("benchmarks/b.py", argv, drop=("--json", "--cache-dir")) == (
+        ".venv/bin/python benchmarks/b.py --seed 1 --write BENCHMARKS.md")
+    assert report.quoted_command("benchmarks/b.py", ["--machine", "2-core CPU"]) == (
+        ".venv/bin/python benchmarks/b.py --machine '2-core CPU'")
 
 
 def _tiny_text_config(bench, **kw):
