@@ -40,3 +40,19 @@ def publish(text: str, *, section: str, write: str | None, json_path: str | None
         Path(json_path).write_text(json.dumps(raw, indent=1, default=str))
     if write:
         write_section(Path(write), section, text)
+
+
+def targets_table(rows: Sequence[tuple[str, str, float, float, float]], vs_bt: str) -> list[str]:
+    """Issue 3's verdicts as markdown lines: rows of (population, model, seen rel, new@10 rel, seen
+    difference to BT). Personal models must beat BT by 0.01 where tastes differ and lose at most 0.005
+    on the homogeneous population."""
+    lines = [f"| population | model | seen ≥ 0.95 | new@10 ≥ 0.90 | vs BT ({vs_bt}) |", "|---|---|---|---|---|"]
+    for population, kind, seen, new10, diff in rows:
+        ok_bt = diff > 0.01 if population != "homogeneous" else diff > -0.005
+        lines.append(f"| {population} | {kind} | {_mark(seen >= 0.95)} {seen:.3f} | {_mark(new10 >= 0.90)} "
+                     f"{new10:.3f} | {_mark(ok_bt)} {diff:+.3f} |")
+    return lines
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"

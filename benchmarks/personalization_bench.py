@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import publish, quoted_command  # noqa: E402
+from bench_report import publish, quoted_command, targets_table  # noqa: E402
 
 from personalization.synthetic import PRESETS, Population, PopulationConfig, labelled  # noqa: E402
 from personalization.train import FitConfig, PreferenceData, fit  # noqa: E402
@@ -202,7 +202,8 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
         f"Machine: {machine}. Date: {date}. Torch {torch.__version__}, {torch.get_num_threads()} threads.  ",
         f"Data: synthetic populations (`personalization/synthetic.py`), {cfg.n_train_users} seen users × "
         f"{cfg.pairs_per_user} labelled pairs = {cfg.n_train_users * cfg.pairs_per_user} training pairs, "
-        f"{cfg.n_new_users} new users, {cfg.test_pairs} test pairs per user, {cfg.fit.epochs} epochs (VPL then {cfg.fit.refine_epochs} refinement epochs), "
+        f"{cfg.n_new_users} new users, {cfg.test_pairs} test pairs per user, {cfg.fit.epochs} epochs "
+        f"(VPL then {cfg.fit.refine_epochs} refinement epochs), "
         f"384-d synthetic embeddings.",
         "",
         "Accuracy is expected accuracy against the true preference probabilities, shown as a fraction of the "
@@ -240,24 +241,17 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
                  "≥ 0.90 × Bayes-optimal; beat BT where preferences differ; not lose to BT (−0.005) on the "
                  "homogeneous set.")
     lines.append("")
-    lines.append("| population | model | seen ≥ 0.95 | new@10 ≥ 0.90 | vs BT (seen acc) |")
-    lines.append("|---|---|---|---|---|")
+    rows = []
     for res in results:
         bt = res["models"].get("bt")
         for kind, m in res["models"].items():
-            if kind == "bt":
-                continue
-            diff = m["seen"]["acc"] - bt["seen"]["acc"] if bt else float("nan")
-            ok_bt = diff > 0.01 if res["population"] != "homogeneous" else diff > -0.005
-            lines.append(f"| {res['population']} | {kind} | {_mark(m['seen']['rel'] >= 0.95)} "
-                         f"{m['seen']['rel']:.3f} | {_mark(m['new_profile'].get(10, m['seen'])['rel'] >= 0.90)} "
-                         f"{m['new_profile'].get(10, m['seen'])['rel']:.3f} | {_mark(ok_bt)} {diff:+.3f} |")
+            if kind != "bt":
+                diff = m["seen"]["acc"] - bt["seen"]["acc"] if bt else float("nan")
+                new10 = m["new_profile"].get(10, m["seen"])["rel"]
+                rows.append((res["population"], kind, m["seen"]["rel"], new10, diff))
+    lines += targets_table(rows, "seen acc")
     lines.append("")
     return "\n".join(lines)
-
-
-def _mark(ok: bool) -> str:
-    return "yes" if ok else "**no**"
 
 
 def quick_config() -> BenchConfig:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 
-from bench_report import publish, quoted_command  # noqa: E402
+from bench_report import publish, quoted_command, targets_table  # noqa: E402
 
 SECTION = "## Personalized reward models on text (CLI end to end)"
 CONTEXT_SIZES = (0, 1, 2, 5, 10, 20)
@@ -235,24 +235,16 @@ def markdown(results: list[dict[str, Any]], cfg: TextBenchConfig, command: str, 
     lines.append("Targets (issue 3): seen ≥ 0.95, new users after 10 labels (with profile) ≥ 0.90 of Bayes-optimal; "
                  "beat BT where tastes differ; not lose to it (−0.005) on the homogeneous population.")
     lines.append("")
-    lines.append("| population | model | seen ≥ 0.95 | new@10 ≥ 0.90 | vs BT (seen rel) |")
-    lines.append("|---|---|---|---|---|")
+    rows = []
     for res in results:
         bt = res["models"].get("bt")
         for kind, m in res["models"].items():
-            if kind == "bt":
-                continue
-            diff = m["seen"] - bt["seen"] if bt else float("nan")
-            ok_bt = diff > 0.01 if res["population"] != "homogeneous" else diff > -0.005
-            new10 = m["new_profile"].get(10, float("nan"))
-            lines.append(f"| {res['population']} | {kind} | {_mark(m['seen'] >= 0.95)} {m['seen']:.3f} | "
-                         f"{_mark(new10 >= 0.90)} {new10:.3f} | {_mark(ok_bt)} {diff:+.3f} |")
+            if kind != "bt":
+                diff = m["seen"] - bt["seen"] if bt else float("nan")
+                rows.append((res["population"], kind, m["seen"], m["new_profile"].get(10, float("nan")), diff))
+    lines += targets_table(rows, "seen rel")
     lines.append("")
     return "\n".join(lines)
-
-
-def _mark(ok: bool) -> str:
-    return "yes" if ok else "**no**"
 
 
 def quick_config() -> TextBenchConfig:
