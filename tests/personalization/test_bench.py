@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from personalization.synthetic import PRESETS, Population
-from personalization.train import FitConfig
+from personalization.train import FitConfig, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +140,40 @@ def test_it_runs_the_text_benchmark_through_the_cli(tmp_path, tiny_encoder_dir):
         assert 0.0 < m["seen"] <= 1.0 + 1e-9 and set(m["new_profile"]) == {0, 2}
     text = bench.markdown([res], cfg, "cmd", "test machine", "2026-11-23")
     assert text.startswith(bench.SECTION) and "| opposite | pal |" in text
+
+
+def _learners():
+    return _load("personalization_learners")
+
+
+def test_it_checks_the_seen_target_with_learners_that_know_more_of_the_generator():
+    learners, bench = _learners(), _bench()
+    cfg = bench.BenchConfig(n_train_users=24, pairs_per_user=40, test_pairs=30, n_new_users=2, context_sizes=(0,))
+    pop = Population(PRESETS["ufp"]())
+    split = bench.make_split(pop, cfg)
+    rows = learners.learner_check(pop, split, lams=(1e-3,), latent=4, steps=300)
+    by_name = {r["features"]: r["by_lam"][1e-3] for r in rows}
+    assert len(by_name) == 4 and all(0.5 < v <= 1.0 for v in by_name.values())
+    # Undoing the topic mixing is worth more than anything else the learner can be told.
+    assert by_name["true attributes (topic mixing undone)"] > max(
+        v for k, v in by_name.items() if k != "true attributes (topic mixing undone)")
+    unmix = learners.unmixing_check(pop, split, lam_us=(1e-3,), latent=4, steps=300)
+    assert 0.5 < unmix[1e-3] <= 1.0
+    text = learners.markdown("ufp", 0.9, rows, unmix, {"vpl": {"benchmarked": 0.9, "best_fit": 0.95,
+                                                                "oracle_type_prior": 0.91}},
+                             cfg, "cmd", "test machine", "2026-12-01")
+    assert text.startswith(learners.SECTION) and "| vpl | 0.900 | 0.950 | 0.910 |" in text
+
+
+def test_it_measures_a_trained_models_basis_cap():
+    learners, bench = _learners(), _bench()
+    cfg = bench.BenchConfig(n_train_users=16, pairs_per_user=30, test_pairs=20, n_new_users=2, context_sizes=(0,))
+    pop = Population(PRESETS["pets"]())
+    split = bench.make_split(pop, cfg)
+    small = FitConfig(progress=False, epochs=4, hidden=[16], latent_dim=2, encoder_hidden=16, refine_epochs=1)
+    model = fit("vpl", split["data"], split["profiles"], small, seed=0)
+    b = learners.basis_check(pop, split, model)
+    assert set(b) == {"benchmarked", "best_fit", "oracle_type_prior"}
+    # θ fitted on the true probabilities can only do better than θ from the labels, through the same basis.
+    assert b["best_fit"] >= b["benchmarked"] - 0.01
+    assert all(0.3 < v <= 1.0 for v in b.values())
