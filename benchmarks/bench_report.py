@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+import datetime as _dt
 import json
+import os
 import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+
+def add_report_arguments(ap: argparse.ArgumentParser, *, json_dump: bool = False) -> None:
+    """The options every harness shares: where the report goes and what it says about the run."""
+    ap.add_argument("--write", default=None, help="markdown file whose section to update (e.g. BENCHMARKS.md)")
+    if json_dump:
+        ap.add_argument("--json", default=None, help="also dump raw results as JSON here")
+    ap.add_argument("--date", default=_dt.date.today().isoformat(), help="date written into the report")
+    ap.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, no GPU", help="machine description")
 
 
 def write_section(path: Path, section: str, text: str) -> None:

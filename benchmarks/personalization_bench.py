@@ -12,9 +12,7 @@ true reward). Calibration (ECE, Brier) uses sampled labels.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
 import statistics
 import sys
 import threading
@@ -28,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import publish, quoted_command, targets_table  # noqa: E402
+from bench_report import add_report_arguments, publish, quoted_command, targets_table  # noqa: E402
 
 from personalization.synthetic import PRESETS, Population, PopulationConfig, labelled  # noqa: E402
 from personalization.train import FitConfig, PreferenceData, fit  # noqa: E402
@@ -285,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a PopulationConfig field of every population (e.g. individual_std=0, "
                          "label_scale=3): variants the models were not tuned on")
-    ap.add_argument("--write", default=None, help="markdown file whose section to update (e.g. BENCHMARKS.md)")
-    ap.add_argument("--json", default=None, help="also dump raw results as JSON here")
-    ap.add_argument("--date", default=_dt.date.today().isoformat(), help="date written into the report")
-    ap.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, no GPU", help="machine description")
+    add_report_arguments(ap, json_dump=True)
     args = ap.parse_args(argv)
     cfg = quick_config() if args.quick else BenchConfig()
     cfg.kinds = tuple(args.kinds.split(","))

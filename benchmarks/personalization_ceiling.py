@@ -22,8 +22,6 @@ Bayes-optimal accuracy (the predictor that knows every user's true weights):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import publish, quoted_command  # noqa: E402
+from bench_report import add_report_arguments, publish, quoted_command  # noqa: E402
 from personalization_bench import BenchConfig, _score, make_split  # noqa: E402
 
 from personalization.synthetic import PRESETS, PairBatch, Population  # noqa: E402
@@ -181,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=200, help="seen users in the data curve")
     ap.add_argument("--oracle-users", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write", default=None, help="markdown file whose section to update")
-    ap.add_argument("--date", default=_dt.date.today().isoformat())
-    ap.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, no GPU")
+    add_report_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     labels = [int(x) for x in args.labels.split(",") if x]

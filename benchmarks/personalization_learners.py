@@ -26,9 +26,7 @@ the architecture. This harness asks whether that is the models or the data, on t
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import publish, quoted_command  # noqa: E402
+from bench_report import add_report_arguments, publish, quoted_command  # noqa: E402
 from personalization_bench import BenchConfig, _expected_acc, _score, make_split  # noqa: E402
 
 from personalization.models.posterior import Posterior, link_fn  # noqa: E402
@@ -285,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", default="ufp", choices=sorted(PRESETS))
     ap.add_argument("--kinds", default="vpl,pal", help="trained models for part 2 ('' skips it)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write", default=None, help="markdown file whose section to update")
-    ap.add_argument("--date", default=_dt.date.today().isoformat())
-    ap.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, no GPU")
+    add_report_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = BenchConfig(seed=args.seed, fit=FitConfig(progress=False))

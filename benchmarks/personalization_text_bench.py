@@ -16,7 +16,6 @@ is expected accuracy against each user's true preference probabilities, relative
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import random
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 
-from bench_report import publish, quoted_command, targets_table  # noqa: E402
+from bench_report import add_report_arguments, publish, quoted_command, targets_table  # noqa: E402
 
 SECTION = "## Personalized reward models on text (CLI end to end)"
 CONTEXT_SIZES = (0, 1, 2, 5, 10, 20)
@@ -260,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None, help="embedding cache (default: a temporary folder)")
     ap.add_argument("--work-dir", default=None, help="keep the JSONL files and models here")
-    ap.add_argument("--write", default=None, help="markdown file whose section to update")
-    ap.add_argument("--json", default=None, help="also dump raw results as JSON here")
-    ap.add_argument("--date", default=_dt.date.today().isoformat())
-    ap.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, no GPU")
+    add_report_arguments(ap, json_dump=True)
     args = ap.parse_args(argv)
     import django
 
