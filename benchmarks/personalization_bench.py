@@ -152,7 +152,8 @@ def run_population(pop_cfg: PopulationConfig, cfg: BenchConfig) -> dict[str, Any
             t0 = time.perf_counter()
             model = fit(kind, split["data"], split["profiles"], cfg.fit, device="cpu", seed=cfg.seed)
             fit_s = time.perf_counter() - t0
-        res: dict[str, Any] = {"fit_s": fit_s, "peak_mib": mem.growth, "active_units": model.info.get("active_units")}
+        res: dict[str, Any] = {"fit_s": fit_s, "peak_mib": mem.growth, "active_units": model.info.get("active_units"),
+                               "types": model.mix_log_weights.numel() if model.has_mixture else int(kind != "bt")}
         seen_posts = [model.user_posterior(u.id) for u in split["seen"]]
         res["seen"] = _score(pop, model, split["seen"], seen_posts, split["seen_test"], eval_g)
         for use_profile in (True, False):
@@ -227,13 +228,13 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
     lines.append("Speed and memory (CPU; GPU: none available on this machine):")
     lines.append("")
     lines.append("| population | model | fit s | peak RSS growth MiB | update ms (median) | BALD 10k pairs ms "
-                 "(with network / cached `pair_deltas`) | active units |")
-    lines.append("|---|---|---|---|---|---|---|")
+                 "(with network / cached `pair_deltas`) | active units | types in the prior |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for res in results:
         for kind, m in res["models"].items():
             lines.append(f"| {res['population']} | {kind} | {m['fit_s']:.1f} | {m['peak_mib']:.0f} | "
                          f"{m['update_ms']:.2f} | {m['bald10k_ms']:.1f} / {m['bald10k_cached_ms']:.2f} | "
-                         f"{m['active_units']} |")
+                         f"{m['active_units']} | {m.get('types', '—') or '—'} |")
     lines.append("")
     lines.append("Targets (issue 3): seen users ≥ 0.95 × Bayes-optimal; new users after 10 labels (with profile) "
                  "≥ 0.90 × Bayes-optimal; beat BT where preferences differ; not lose to BT (−0.005) on the "

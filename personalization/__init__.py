@@ -5,7 +5,8 @@ safetensors and the standalone loader):
 
 * ``fit(kind, data, profiles=None, config=FitConfig(), device="cpu", seed=0)`` → a model
 * ``load_model(dir)`` / ``model.save(dir)`` — safetensors + JSON checkpoints
-* ``Posterior`` — a user's Gaussian belief; ``model.posterior/update/predict_proba/info_gain/reward``
+* ``Posterior`` — a user's Gaussian belief (the collapse of per-type components under a mixture-of-types
+  prior, which it carries along); ``model.posterior/update/predict_proba/info_gain/reward``
 * ``export_user_model(model, posterior, dir)`` and ``load_reward_model(dir)`` — standalone per-user models
 """
 

@@ -56,6 +56,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> RewardMo
         ProfileEncoder.from_dict(prof) if prof else None,
     )
     state = load_file(str(folder / WEIGHTS))
+    for name, tensor in model.state_dict().items():
+        # Models saved before the mixture-of-types prior existed: keep it empty (single Gaussian).
+        if name.startswith("mix_") and name not in state:
+            state[name] = tensor
     buffers = dict(model.named_buffers())
     for name, tensor in state.items():  # buffers whose size depends on the data (reference set …)
         if name in buffers and buffers[name].shape != tensor.shape:

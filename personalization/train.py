@@ -96,6 +96,8 @@ class FitConfig:
     pal_form: str = "dot"  # PAL: "dot" | "distance"
     pal_prior_weight: float = 1.0  # PAL: weight of the Gaussian prior on the user logits
     prior_std: float = 1.0  # initial prior std over θ
+    mixture_max_k: int = 6  # most user types in the mixture-of-types prior fitted after training (K chosen
+    # on held-out users, and K = 1 keeps the single Gaussian prior); 0 = never a mixture
     profile_hidden: int = 16  # profile → prior MLP width (small: a wide one memorises the training users'
     # profiles, and the empirical-Bayes prior variance then understates how far new users fall from it)
     profile_dropout: float = 0.2  # probability a training user's profile is hidden (learns the no-profile prior)
@@ -121,6 +123,7 @@ class FitConfig:
             vpl_likelihood=self.vpl_likelihood,
             pal_dim=self.pal_dim,
             pal_form=self.pal_form,
+            mixture_max_k=self.mixture_max_k,
         )
 
 
@@ -295,12 +298,13 @@ def _fit(
     logits = getattr(model, "user_logits", None)
     init = logits.detach() if isinstance(logits, torch.Tensor) else None
     model.set_reference(data.prompt, data.chosen, seed=seed)
+    refining = model.batching == "users" and model.latent_dim > 0 and config.refine_epochs > 0
     model.fit_user_posteriors(
         data.user, data.prompt, data.chosen, data.rejected,
-        prof_feats if use_profiles else None, has_profile, init=init,
+        prof_feats if use_profiles else None, has_profile, init=init, mixture=not refining,
     )
     refined = 0
-    if model.batching == "users" and model.latent_dim > 0 and config.refine_epochs > 0:
+    if refining:
         refined = _refine(model, user, prompt, chosen, rejected, counts, feats_dev if use_profiles else None,
                           has_profile.to(dev), config, gen)
         model.fit_user_posteriors(

@@ -27,6 +27,7 @@ from .posterior import (
     laplace,
     link_fn,
     logit_moments,
+    mixture_rank_one_update,
     probit_proba,
     rank_one_update,
 )
@@ -68,6 +69,8 @@ class ModelConfig:
     pal_form: str = "dot"  # PAL: "dot" (r = <f(x), Σ w_k a_k>) or "distance" (r = −‖f(x) − Σ w_k a_k‖²)
     n_reference: int = 128  # responses kept for reward scaling
     laplace_iters: int = 20  # Newton iterations for posteriors from a context
+    mixture_max_k: int = 6  # most user types in the mixture prior over θ fitted after training (K chosen on
+    # held-out users; K = 1 keeps the single Gaussian prior); 0 or 1 = no mixture
 
 
 class RewardModel(nn.Module):
@@ -81,6 +84,10 @@ class RewardModel(nn.Module):
     user_n: torch.Tensor
     reference_prompt: torch.Tensor
     reference_response: torch.Tensor
+    mix_log_weights: torch.Tensor
+    mix_means: torch.Tensor
+    mix_cov: torch.Tensor
+    mix_profile_w: torch.Tensor
 
     kind = "base"
     link = "identity"  # how θ becomes the weights on g: "identity" (VPL) or "softmax" (PAL)
@@ -117,6 +124,12 @@ class RewardModel(nn.Module):
         self.register_buffer("user_n", torch.zeros(n_users, dtype=torch.long))
         self.register_buffer("reference_prompt", torch.zeros(0, config.dim))
         self.register_buffer("reference_response", torch.zeros(0, config.dim))
+        # Mixture-of-types prior (mixture.py), empty until fitted: population log weights (K,), component
+        # means (K, L), the shared covariance (L, L), and profile features → weight logits (F, K).
+        self.register_buffer("mix_log_weights", torch.zeros(0))
+        self.register_buffer("mix_means", torch.zeros(0, latent))
+        self.register_buffer("mix_cov", torch.zeros(latent, latent))
+        self.register_buffer("mix_profile_w", torch.zeros(config.profile_dim, 0))
 
     # ---- what subclasses define -------------------------------------------------------------------
     def basis(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +153,20 @@ class RewardModel(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    @property
+    def has_mixture(self) -> bool:
+        """Whether the prior over θ is a mixture of user types (fitted, with K ≥ 2)."""
+        return self.latent_dim > 0 and self.mix_log_weights.numel() >= 2
+
+    def _mixture_log_weights(self, profiles: Sequence[Mapping[str, Any] | None]) -> torch.Tensor:
+        """log π_k per profile (U, K): the population weights shifted by the profile (a softmax
+        regression on its features; a missing profile is its own feature row, as in training)."""
+        base = self.mix_log_weights.float().cpu()
+        if self.profile_encoder is None or self.mix_profile_w.numel() == 0:
+            return torch.log_softmax(base.expand(len(profiles), -1), dim=-1)
+        feats = self.profile_features(profiles).float().cpu()
+        return torch.log_softmax(base + feats @ self.mix_profile_w.float().cpu(), dim=-1)
 
     def _batch(self, *xs: torch.Tensor) -> list[torch.Tensor]:
         """Inputs as (n, d) float tensors on the model device; a single (d,) prompt broadcasts."""
@@ -186,6 +213,21 @@ class RewardModel(nn.Module):
     @torch.no_grad()
     def prior(self, profile: Mapping[str, Any] | None = None) -> Posterior:
         """The belief about a new user before any label: predicted from the profile when given."""
+        if not self.has_mixture:
+            return self._gaussian_prior(profile)
+        from .mixture import collapse
+
+        latent, k = self.latent_dim, self.mix_log_weights.shape[0]
+        comps = (
+            self._mixture_log_weights([profile or None])[0],
+            self.mix_means.float().cpu().clone(),
+            self.mix_cov.float().cpu().expand(k, latent, latent).clone(),
+        )
+        mean, cov = collapse(*comps)
+        return Posterior(mean, cov, 0, components=comps)
+
+    def _gaussian_prior(self, profile: Mapping[str, Any] | None) -> Posterior:
+        """The single-Gaussian prior: mean from the profile network, empirical-Bayes variances."""
         latent = self.latent_dim
         has_profile = bool(profile) and self.prior_net is not None
         feats = self.profile_features([profile]) if self.prior_net is not None else None
@@ -210,11 +252,31 @@ class RewardModel(nn.Module):
         triple = _stack_context(context)
         if triple is None or self.latent_dim == 0:
             n = 0 if triple is None else int(triple[0].shape[0])
-            return Posterior(start.mean, start.cov, start.n_labels + n, start.user_id)
+            return Posterior(start.mean, start.cov, start.n_labels + n, start.user_id, start.components)
         with few_threads(self.device.type == "cpu" and triple[0].shape[0] <= 4096):
             db, dg = self._deltas_chunked(triple[0], triple[1], triple[2])
+            if start.components is not None:
+                return self._mixture_posterior(db, dg, start)
             mean, cov = self._laplace_one(db, dg, start)
         return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
+
+    def _mixture_posterior(self, db: torch.Tensor, dg: torch.Tensor, start: Posterior) -> Posterior:
+        """Labels (Δb (n,), Δg (n, L)) under a mixture start: one Laplace posterior per component (one
+        batched call), re-weighted by each component's Laplace evidence, collapsed for predictions."""
+        from .mixture import collapse, laplace_log_evidence
+
+        assert start.components is not None
+        log_w, means, covs = start.components
+        k, n = log_w.shape[0], db.shape[0]
+        kdb, kdg = db.unsqueeze(0).expand(k, n), dg.unsqueeze(0).expand(k, n, -1)
+        modes, post_covs = laplace(kdb, kdg, torch.ones(k, n), means, covs, self.link,
+                                   iters=self.config.laplace_iters)
+        logits = kdb + torch.einsum("knl,kl->kn", kdg, link_fn(self.link, modes))
+        loglik = torch.nn.functional.logsigmoid(logits).sum(-1)
+        evidence = laplace_log_evidence(loglik, modes, post_covs, means, covs)
+        comps = (torch.log_softmax(log_w + evidence, dim=0), modes, post_covs)
+        mean, cov = collapse(*comps)
+        return Posterior(mean, cov, start.n_labels + n, start.user_id, comps)
 
     def _laplace_one(self, db: torch.Tensor, dg: torch.Tensor, start: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
         return laplace(
@@ -242,6 +304,8 @@ class RewardModel(nn.Module):
         """The posterior after ONE more label — a rank-one Laplace step (no retraining)."""
         with few_threads(self.device.type == "cpu"):
             db, dg = self.deltas(prompt, chosen, rejected)
+            if post.components is not None:
+                return mixture_rank_one_update(post, db[0], dg[0], self.link)
             return rank_one_update(post, db[0], dg[0], self.link)
 
     @torch.no_grad()
@@ -344,8 +408,10 @@ class RewardModel(nn.Module):
         has_profile: torch.Tensor | None = None,
         init: torch.Tensor | None = None,
         em_rounds: int = 2,
+        mixture: bool = True,
     ) -> None:
-        """Laplace posteriors of all training users, with empirical-Bayes prior variances."""
+        """Laplace posteriors of all training users, with empirical-Bayes prior variances; then (with
+        ``mixture``) the mixture-of-types prior that new users start from."""
         n_users, latent = len(self.user_ids), self.latent_dim
         self.user_n = torch.bincount(user.cpu(), minlength=n_users).to(self.user_n.device)
         if latent == 0:
@@ -400,7 +466,83 @@ class RewardModel(nn.Module):
                 mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mean)
         self.user_mean = mean.to(self.user_mean.device)
         self.user_cov = cov.to(self.user_cov.device)
+        if mixture and self.config.mixture_max_k >= 2:
+            self._fit_mixture(counts > 0, profile_feats, has_profile)
+            if self.has_mixture:
+                self._refit_under_mixture(pad_db, pad_dg, mask, counts > 0, profile_feats, has_profile)
         self.train(was_training)
+
+    def _fit_mixture(self, active: torch.Tensor, profile_feats: torch.Tensor | None,
+                     has_profile: torch.Tensor, steps: int = 300) -> None:
+        """Empirical Bayes for a mixture-of-types prior over θ (mixture.py) from the seen users'
+        posteriors, and a softmax regression from profiles to its weights. BIC keeps one Gaussian
+        (and this model's single-Gaussian prior) when the users do not cluster."""
+        from .mixture import fit_tied_gmm
+
+        self.mix_log_weights = torch.zeros(0, device=self.user_mean.device)
+        rows = torch.nonzero(active).squeeze(1)
+        if rows.numel() < 6:
+            return
+        fit = fit_tied_gmm(self.user_mean[rows].float().cpu(), self.user_cov[rows].float().cpu(),
+                           max_k=self.config.mixture_max_k)
+        if fit.k < 2:
+            return
+        dev = self.user_mean.device
+        self.mix_means = fit.means.to(dev)
+        self.mix_cov = fit.cov.to(dev)
+        weights = torch.zeros(self.config.profile_dim, fit.k)
+        if self.profile_encoder is not None and profile_feats is not None and self.config.profile_dim > 0:
+            # Soft targets: each user's responsibilities, once with their profile (when they have one)
+            # and once with the missing-profile row, so an absent profile gets population-like weights.
+            feats = profile_feats.float().cpu()[rows]
+            missing = self.profile_features([None]).float().cpu().expand(rows.numel(), -1)
+            keep = has_profile.cpu()[rows]
+            x = torch.cat([feats[keep], missing])
+            target = torch.cat([fit.responsibilities[keep], fit.responsibilities])
+            w = torch.zeros(x.shape[1], fit.k, requires_grad=True)
+            b = fit.log_weights.clone().requires_grad_(True)
+            with torch.enable_grad():
+                opt = torch.optim.Adam([w, b], lr=0.05)
+                for _ in range(steps):
+                    loss = -(target * torch.log_softmax(x @ w + b, dim=-1)).sum(-1).mean() + 1e-2 * (w * w).sum()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            weights, base = w.detach(), b.detach()
+        else:
+            base = fit.log_weights
+        self.mix_log_weights = base.to(dev)
+        self.mix_profile_w = weights.to(dev)
+
+    def _refit_under_mixture(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
+                             active: torch.Tensor, profile_feats: torch.Tensor | None,
+                             has_profile: torch.Tensor) -> None:
+        """Seen users' posteriors again, now under the mixture prior (each user × component in one
+        batched Laplace; weights from the profile and the evidence); stored as their collapse."""
+        from .mixture import collapse, laplace_log_evidence
+
+        n_users, width = pad_db.shape
+        k, latent = self.mix_log_weights.shape[0], self.latent_dim
+        if profile_feats is not None and self.mix_profile_w.numel() > 0:
+            missing = self.profile_features([None]).float().cpu().expand(n_users, -1)
+            feats = torch.where(has_profile.cpu().unsqueeze(1), profile_feats.float().cpu(), missing)
+            log_w = torch.log_softmax(self.mix_log_weights.float().cpu() + feats @ self.mix_profile_w.float().cpu(), -1)
+        else:
+            log_w = torch.log_softmax(self.mix_log_weights.float().cpu(), -1).expand(n_users, k)
+        flat_db = pad_db.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
+        flat_dg = pad_dg.unsqueeze(1).expand(n_users, k, width, latent).reshape(n_users * k, width, latent)
+        flat_mask = mask.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
+        mu0 = self.mix_means.float().cpu().unsqueeze(0).expand(n_users, k, latent).reshape(n_users * k, latent)
+        cov0 = self.mix_cov.float().cpu().expand(n_users * k, latent, latent)
+        modes, post_covs = self._laplace_chunked(flat_db, flat_dg, flat_mask, mu0, cov0, mu0)
+        logits = flat_db + torch.einsum("npl,nl->np", flat_dg, link_fn(self.link, modes))
+        loglik = (torch.nn.functional.logsigmoid(logits) * flat_mask).sum(-1)
+        evidence = laplace_log_evidence(loglik, modes, post_covs, mu0, cov0).reshape(n_users, k)
+        comp_w = torch.log_softmax(log_w + evidence, dim=-1)
+        mean, user_cov = collapse(comp_w, modes.reshape(n_users, k, latent), post_covs.reshape(n_users, k, latent, latent))
+        keep = active.cpu().unsqueeze(1)
+        self.user_mean = torch.where(keep, mean, self.user_mean.cpu()).to(self.user_mean.device)
+        self.user_cov = torch.where(keep.unsqueeze(2), user_cov, self.user_cov.cpu()).to(self.user_cov.device)
 
     def _cv_profile_var(
         self,

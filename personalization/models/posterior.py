@@ -29,6 +29,9 @@ class Posterior:
     cov: torch.Tensor  # (L, L) posterior covariance of θ
     n_labels: int = 0  # how many labels went into it (context + updates)
     user_id: str | None = None  # the seen user it belongs to, when known
+    # Under a mixture-of-types prior (mixture.py): the per-type posteriors behind mean / cov, which are
+    # their moment-matched collapse — (log weights (K,), means (K, L), covs (K, L, L)); None otherwise.
+    components: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def dim(self) -> int:
@@ -45,18 +48,33 @@ class Posterior:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (for storing a user's state in a database)."""
-        return {
+        out: dict[str, Any] = {
             "mean": self.mean.tolist(),
             "cov": self.cov.tolist(),
             "n_labels": self.n_labels,
             "user_id": self.user_id,
         }
+        if self.components is not None:
+            log_w, means, covs = self.components
+            out["components"] = {"log_weights": log_w.tolist(), "means": means.tolist(), "covs": covs.tolist()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Posterior:
         mean = torch.tensor(data["mean"], dtype=torch.float32).reshape(-1)
-        cov = torch.tensor(data["cov"], dtype=torch.float32).reshape(mean.shape[0], mean.shape[0])
-        return cls(mean, cov, int(data.get("n_labels", 0)), data.get("user_id"))
+        dim = mean.shape[0]
+        cov = torch.tensor(data["cov"], dtype=torch.float32).reshape(dim, dim)
+        comps = data.get("components")
+        components = None
+        if comps:
+            log_w = torch.tensor(comps["log_weights"], dtype=torch.float32).reshape(-1)
+            k = log_w.shape[0]
+            components = (
+                log_w,
+                torch.tensor(comps["means"], dtype=torch.float32).reshape(k, dim),
+                torch.tensor(comps["covs"], dtype=torch.float32).reshape(k, dim, dim),
+            )
+        return cls(mean, cov, int(data.get("n_labels", 0)), data.get("user_id"), components)
 
 
 @dataclass
@@ -213,6 +231,29 @@ def rank_one_update(post: Posterior, db: torch.Tensor, dg: torch.Tensor, link: s
     mean = post.mean + c * cpsi
     cov = post.cov - (weight / (1.0 + weight * s2)) * torch.outer(cpsi, cpsi)
     return Posterior(mean, 0.5 * (cov + cov.T), post.n_labels + 1, post.user_id)
+
+
+def mixture_rank_one_update(post: Posterior, db: torch.Tensor, dg: torch.Tensor, link: str) -> Posterior:
+    """One more label under a mixture posterior: each component takes its rank-one Laplace step and is
+    re-weighted by the probability it gave the label (assumed density filtering); mean / cov are the
+    collapse of the result. K rank-one steps: still no retraining."""
+    from .mixture import collapse
+
+    if post.components is None:
+        return rank_one_update(post, db, dg, link)
+    log_w, means, covs = post.components
+    new_means, new_covs, log_lik = [], [], []
+    for k in range(log_w.shape[0]):
+        comp = Posterior(means[k], covs[k])
+        m, s2 = logit_moments(comp, db.reshape(1), dg.reshape(1, -1), link)
+        log_lik.append(F.logsigmoid(m / torch.sqrt(1.0 + _LAMBDA2 * s2))[0])
+        step = rank_one_update(comp, db, dg, link)
+        new_means.append(step.mean)
+        new_covs.append(step.cov)
+    new_log_w = torch.log_softmax(log_w + torch.stack(log_lik), 0)
+    stacked = (new_log_w, torch.stack(new_means), torch.stack(new_covs))
+    mean, cov = collapse(*stacked)
+    return Posterior(mean, cov, post.n_labels + 1, post.user_id, stacked)
 
 
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
