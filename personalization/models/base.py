@@ -26,6 +26,7 @@ from .posterior import (
     binary_entropy,
     laplace,
     link_fn,
+    link_jacobian,
     logit_moments,
     mixture_rank_one_update,
     probit_proba,
@@ -469,11 +470,16 @@ class RewardModel(nn.Module):
         if mixture and self.config.mixture_max_k >= 2:
             self._fit_mixture(counts > 0, profile_feats, has_profile)
             if self.has_mixture:
-                self._refit_under_mixture(pad_db, pad_dg, mask, counts > 0, profile_feats, has_profile)
+                var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(),
+                                  self.prior_var_population.cpu())
+                if self._mixture_predicts_better(pad_db, pad_dg, mask, mu0, var, feats, has_profile):
+                    self._refit_under_mixture(pad_db, pad_dg, mask, counts > 0, profile_feats, has_profile)
+                else:
+                    self.mix_log_weights = torch.zeros(0, device=self.user_mean.device)
         self.train(was_training)
 
     def _fit_mixture(self, active: torch.Tensor, profile_feats: torch.Tensor | None,
-                     has_profile: torch.Tensor, steps: int = 300) -> None:
+                     has_profile: torch.Tensor, steps: int = 500, l2: float = 1e-3) -> None:
         """Empirical Bayes for a mixture-of-types prior over θ (mixture.py) from the seen users'
         posteriors, and a softmax regression from profiles to its weights. BIC keeps one Gaussian
         (and this model's single-Gaussian prior) when the users do not cluster."""
@@ -504,7 +510,7 @@ class RewardModel(nn.Module):
             with torch.enable_grad():
                 opt = torch.optim.Adam([w, b], lr=0.05)
                 for _ in range(steps):
-                    loss = -(target * torch.log_softmax(x @ w + b, dim=-1)).sum(-1).mean() + 1e-2 * (w * w).sum()
+                    loss = -(target * torch.log_softmax(x @ w + b, dim=-1)).sum(-1).mean() + l2 * (w * w).sum()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -514,21 +520,24 @@ class RewardModel(nn.Module):
         self.mix_log_weights = base.to(dev)
         self.mix_profile_w = weights.to(dev)
 
-    def _refit_under_mixture(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
-                             active: torch.Tensor, profile_feats: torch.Tensor | None,
-                             has_profile: torch.Tensor) -> None:
-        """Seen users' posteriors again, now under the mixture prior (each user × component in one
-        batched Laplace; weights from the profile and the evidence); stored as their collapse."""
+    def _mixture_user_log_weights(self, n_users: int, profile_feats: torch.Tensor | None,
+                                  has_profile: torch.Tensor) -> torch.Tensor:
+        """log π_k for every training user (U, K), from their profile or the missing-profile row."""
+        k = self.mix_log_weights.shape[0]
+        if profile_feats is not None and self.mix_profile_w.numel() > 0:
+            missing = self.profile_features([None]).float().cpu().expand(n_users, -1)
+            feats = torch.where(has_profile.cpu().unsqueeze(1), profile_feats.float().cpu(), missing)
+            return torch.log_softmax(self.mix_log_weights.float().cpu() + feats @ self.mix_profile_w.float().cpu(), -1)
+        return torch.log_softmax(self.mix_log_weights.float().cpu(), -1).expand(n_users, k)
+
+    def _mixture_batch_posterior(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
+                                 log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Collapsed mixture posteriors of U users from padded labels (mask = which labels count): each
+        user × component in one batched Laplace, weighted by prior weight × evidence. (U, L), (U, L, L)."""
         from .mixture import collapse, laplace_log_evidence
 
         n_users, width = pad_db.shape
         k, latent = self.mix_log_weights.shape[0], self.latent_dim
-        if profile_feats is not None and self.mix_profile_w.numel() > 0:
-            missing = self.profile_features([None]).float().cpu().expand(n_users, -1)
-            feats = torch.where(has_profile.cpu().unsqueeze(1), profile_feats.float().cpu(), missing)
-            log_w = torch.log_softmax(self.mix_log_weights.float().cpu() + feats @ self.mix_profile_w.float().cpu(), -1)
-        else:
-            log_w = torch.log_softmax(self.mix_log_weights.float().cpu(), -1).expand(n_users, k)
         flat_db = pad_db.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
         flat_dg = pad_dg.unsqueeze(1).expand(n_users, k, width, latent).reshape(n_users * k, width, latent)
         flat_mask = mask.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
@@ -539,7 +548,48 @@ class RewardModel(nn.Module):
         loglik = (torch.nn.functional.logsigmoid(logits) * flat_mask).sum(-1)
         evidence = laplace_log_evidence(loglik, modes, post_covs, mu0, cov0).reshape(n_users, k)
         comp_w = torch.log_softmax(log_w + evidence, dim=-1)
-        mean, user_cov = collapse(comp_w, modes.reshape(n_users, k, latent), post_covs.reshape(n_users, k, latent, latent))
+        return collapse(comp_w, modes.reshape(n_users, k, latent), post_covs.reshape(n_users, k, latent, latent))
+
+    def _predictive_score(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mean: torch.Tensor,
+                          cov: torch.Tensor, mask: torch.Tensor) -> float:
+        """Σ log p(label) over the masked labels under each user's Gaussian (probit predictive)."""
+        logits = pad_db + torch.einsum("upl,ul->up", pad_dg, link_fn(self.link, mean))
+        psi = torch.einsum("upl,ulk->upk", pad_dg, link_jacobian(self.link, mean))
+        s2 = torch.einsum("upk,ukl,upl->up", psi, cov, psi).clamp_min(0)
+        logp = torch.nn.functional.logsigmoid(logits / torch.sqrt(1.0 + math.pi / 8.0 * s2))
+        return float((logp * mask).sum())
+
+    def _mixture_predicts_better(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
+                                 mu0: torch.Tensor, var: torch.Tensor, profile_feats: torch.Tensor | None,
+                                 has_profile: torch.Tensor, contexts: Sequence[int] = (0, 2, 5, 10)) -> bool:
+        """Does the mixture prior predict the seen users' labels better than the single Gaussian prior,
+        in the new-user setting it is for? For each context size n: every user's first n labels give a
+        posterior under each prior, scored on the log-probability of that user's remaining labels. The
+        mixture is kept only if its total is higher: where the profile carries more than the type (it
+        echoes a user's own weights, say), the Gaussian prior's profile network can be the better start."""
+        n_users, width = pad_db.shape
+        slot = torch.arange(width).unsqueeze(0)
+        counts = mask.sum(1, keepdim=True)
+        log_w = self._mixture_user_log_weights(n_users, profile_feats, has_profile)
+        cov0 = torch.diag_embed(var)
+        gauss, mix = 0.0, 0.0
+        for n in contexts:
+            users = (counts >= n + 3).float()
+            ctx = mask * (slot < n).float() * users
+            target = mask * (slot >= n).float() * users
+            g_mean, g_cov = self._laplace_chunked(pad_db, pad_dg, ctx, mu0, cov0, mu0)
+            m_mean, m_cov = self._mixture_batch_posterior(pad_db, pad_dg, ctx, log_w)
+            gauss += self._predictive_score(pad_db, pad_dg, g_mean, g_cov, target)
+            mix += self._predictive_score(pad_db, pad_dg, m_mean, m_cov, target)
+        self.info["prior_check"] = {"gaussian": round(gauss, 3), "mixture": round(mix, 3), "contexts": list(contexts)}
+        return mix > gauss
+
+    def _refit_under_mixture(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
+                             active: torch.Tensor, profile_feats: torch.Tensor | None,
+                             has_profile: torch.Tensor) -> None:
+        """Seen users' posteriors again, now under the mixture prior; stored as their collapse."""
+        log_w = self._mixture_user_log_weights(pad_db.shape[0], profile_feats, has_profile)
+        mean, user_cov = self._mixture_batch_posterior(pad_db, pad_dg, mask, log_w)
         keep = active.cpu().unsqueeze(1)
         self.user_mean = torch.where(keep, mean, self.user_mean.cpu()).to(self.user_mean.device)
         self.user_cov = torch.where(keep.unsqueeze(2), user_cov, self.user_cov.cpu()).to(self.user_cov.device)
