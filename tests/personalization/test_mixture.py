@@ -150,3 +150,20 @@ def test_it_keeps_a_single_gaussian_when_asked_or_when_tastes_do_not_cluster():
     same = data.subset(torch.nonzero(data.user % 2 == 0).squeeze(1))
     one = fit("vpl", same, profiles, small_config(epochs=20, latent_dim=2), seed=0)
     assert not one.has_mixture
+
+
+def test_it_keeps_the_mixture_only_where_it_predicts_held_out_labels_better(typed_model, monkeypatch):
+    model, *_ = typed_model
+    check = model.info["prior_check"]
+    assert check["contexts"] == [0, 2, 5, 10] and check["mixture"] > check["gaussian"]
+    # Type weights that ignore the profile (a heavy penalty on the profile → weight regression) make the
+    # mixture a worse start than the profile's Gaussian prior on these profile-determined users: refused.
+    from personalization.models.base import RewardModel
+
+    original = RewardModel._fit_mixture
+    monkeypatch.setattr(RewardModel, "_fit_mixture",
+                        lambda self, *a, **kw: original(self, *a, **{**kw, "l2": 100.0}))
+    data, profiles, *_ = make_data(n_users=40, per_user=30, seed=3)
+    refused = fit("vpl", data, profiles, small_config(epochs=40, latent_dim=2), seed=0)
+    assert refused.info["prior_check"]["mixture"] < refused.info["prior_check"]["gaussian"]
+    assert not refused.has_mixture and refused.prior(None).components is None
