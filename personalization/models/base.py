@@ -472,7 +472,12 @@ class RewardModel(nn.Module):
             if self.has_mixture:
                 var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(),
                                   self.prior_var_population.cpu())
-                if self._mixture_predicts_better(pad_db, pad_dg, mask, mu0, var, feats, has_profile):
+                settings = [(mu0, var, self._mixture_user_log_weights(n_users, feats, has_profile))]
+                if bool(has_profile.any()):  # the same users with their profiles hidden
+                    settings.append((mu_pop.clone(), self.prior_var_population.cpu().expand(n_users, latent),
+                                     self._mixture_user_log_weights(n_users, feats,
+                                                                    torch.zeros_like(has_profile))))
+                if self._mixture_predicts_better(pad_db, pad_dg, mask, settings):
                     self._refit_under_mixture(pad_db, pad_dg, mask, counts > 0, profile_feats, has_profile)
                 else:
                     self.mix_log_weights = torch.zeros(0, device=self.user_mean.device)
@@ -560,28 +565,32 @@ class RewardModel(nn.Module):
         return float((logp * mask).sum())
 
     def _mixture_predicts_better(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
-                                 mu0: torch.Tensor, var: torch.Tensor, profile_feats: torch.Tensor | None,
-                                 has_profile: torch.Tensor, contexts: Sequence[int] = (0, 2, 5, 10)) -> bool:
+                                 priors: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                                 contexts: Sequence[int] = (0, 2, 5, 10)) -> bool:
         """Does the mixture prior predict the seen users' labels better than the single Gaussian prior,
         in the new-user setting it is for? For each context size n: every user's first n labels give a
-        posterior under each prior, scored on the log-probability of that user's remaining labels. The
-        mixture is kept only if its total is higher: where the profile carries more than the type (it
-        echoes a user's own weights, say), the Gaussian prior's profile network can be the better start."""
-        n_users, width = pad_db.shape
+        posterior under each prior, scored on the log-probability of that user's remaining labels.
+        ``priors`` lists the settings to score, each as (Gaussian prior means (U, L), variances (U, L),
+        mixture log weights (U, K)): with the users' profiles and with them hidden, since an annotator
+        may skip the profile. The mixture is kept only if its total is higher: where the profile carries
+        more than the type (it echoes a user's own weights, say), the Gaussian prior's profile network
+        can be the better start."""
+        width = pad_db.shape[1]
         slot = torch.arange(width).unsqueeze(0)
         counts = mask.sum(1, keepdim=True)
-        log_w = self._mixture_user_log_weights(n_users, profile_feats, has_profile)
-        cov0 = torch.diag_embed(var)
         gauss, mix = 0.0, 0.0
-        for n in contexts:
-            users = (counts >= n + 3).float()
-            ctx = mask * (slot < n).float() * users
-            target = mask * (slot >= n).float() * users
-            g_mean, g_cov = self._laplace_chunked(pad_db, pad_dg, ctx, mu0, cov0, mu0)
-            m_mean, m_cov = self._mixture_batch_posterior(pad_db, pad_dg, ctx, log_w)
-            gauss += self._predictive_score(pad_db, pad_dg, g_mean, g_cov, target)
-            mix += self._predictive_score(pad_db, pad_dg, m_mean, m_cov, target)
-        self.info["prior_check"] = {"gaussian": round(gauss, 3), "mixture": round(mix, 3), "contexts": list(contexts)}
+        for g_mu, g_var, log_w in priors:
+            cov0 = torch.diag_embed(g_var)
+            for n in contexts:
+                users = (counts >= n + 3).float()
+                ctx = mask * (slot < n).float() * users
+                target = mask * (slot >= n).float() * users
+                g_mean, g_cov = self._laplace_chunked(pad_db, pad_dg, ctx, g_mu, cov0, g_mu)
+                m_mean, m_cov = self._mixture_batch_posterior(pad_db, pad_dg, ctx, log_w)
+                gauss += self._predictive_score(pad_db, pad_dg, g_mean, g_cov, target)
+                mix += self._predictive_score(pad_db, pad_dg, m_mean, m_cov, target)
+        self.info["prior_check"] = {"gaussian": round(gauss, 3), "mixture": round(mix, 3), "contexts": list(contexts),
+                                    "settings": len(priors)}
         return mix > gauss
 
     def _refit_under_mixture(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
