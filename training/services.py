@@ -268,7 +268,7 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
         batch.rejected,
         user_ids,
     )
-    config = FitConfig(progress=False)
+    config = FitConfig(progress=False, mixture_max_k=settings.CHORUS_MIXTURE_MAX_K)
     if getattr(settings, "CHORUS_FIT_EPOCHS", 0):  # tests train a few epochs only (config.settings.test)
         config.epochs = settings.CHORUS_FIT_EPOCHS
     slow = float(os.environ.get("CHORUS_TEST_SLOW_FIT_SECONDS") or 0)
@@ -340,6 +340,8 @@ def _train_and_evaluate(version: ModelVersion) -> None:
     metrics = _evaluate(model, train, held, profiles)
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["n_train"] = len(train_rows)
+    # How many user types the prior over the latent has (1: a single Gaussian), for logs and the registry.
+    metrics["prior_types"] = int(model.mix_log_weights.numel()) if model.has_mixture else int(model.latent_dim > 0)
 
     # Write the artifact to a temp folder and rename: a killed worker never leaves a half model behind.
     # A random token keeps two databases (e.g. parallel test runs) sharing ARTIFACTS_DIR from ever

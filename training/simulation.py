@@ -598,7 +598,8 @@ def _retrain(study: Study, kind: str | None, log: Callable[[str], None]) -> None
     m = version.metrics or {}
     log(f"  model v{version.pk} ({version.kind}) {version.status}: n_train={m.get('n_train')} "
         f"held-out acc personalized={m.get('accuracy', float('nan')):.3f} "
-        f"population={m.get('accuracy_population', float('nan')):.3f} fit={m.get('fit_seconds')}s")
+        f"population={m.get('accuracy_population', float('nan')):.3f} fit={m.get('fit_seconds')}s "
+        f"prior types={m.get('prior_types')}")
 
 
 def labels_to_reach(curve: list[dict[str, Any]], target: float, key: str = "acc_expected") -> int | None:
