@@ -200,8 +200,11 @@ CHORUS_ENCODER_DEVICE = os.environ.get("CHORUS_ENCODER_DEVICE", "auto")
 CHORUS_ENCODER_BATCH_SIZE = env_int("CHORUS_ENCODER_BATCH_SIZE", 64)
 # Global retraining: after this many new judgments, or this many minutes with any new judgment.
 CHORUS_RETRAIN_EVERY_JUDGMENTS = env_int("CHORUS_RETRAIN_EVERY_JUDGMENTS", 200)
-# Most user types in the mixture-of-types prior over the latent (0 = always a single Gaussian prior).
-CHORUS_MIXTURE_MAX_K = env_int("CHORUS_MIXTURE_MAX_K", 6)
+# Most user types in the mixture-of-types prior over the latent; 0 = always a single Gaussian prior.
+# Off in the app by default: its keep-or-refuse check scores the training users in-sample, and in the
+# app-level simulation (96 warm-up annotators) it once kept a mixture that cost profiled newcomers up to
+# 4 points at their first labels (BENCHMARKS.md). The library/CLI default (FitConfig) stays 6.
+CHORUS_MIXTURE_MAX_K = env_int("CHORUS_MIXTURE_MAX_K", 0)
 CHORUS_RETRAIN_EVERY_MINUTES = env_int("CHORUS_RETRAIN_EVERY_MINUTES", 30)
 CHORUS_RETRAIN_MIN_JUDGMENTS = env_int("CHORUS_RETRAIN_MIN_JUDGMENTS", 20)
 # Share of judgments held out to evaluate a candidate model before it may become active.
