@@ -262,22 +262,41 @@ class RewardModel(nn.Module):
         return Posterior(mean[0], cov[0], start.n_labels + int(db.shape[0]), start.user_id)
 
     def _mixture_posterior(self, db: torch.Tensor, dg: torch.Tensor, start: Posterior) -> Posterior:
-        """Labels (Δb (n,), Δg (n, L)) under a mixture start: one Laplace posterior per component (one
-        batched call), re-weighted by each component's Laplace evidence, collapsed for predictions."""
-        from .mixture import collapse, laplace_log_evidence
+        """Labels (Δb (n,), Δg (n, L)) under a mixture start: one Laplace posterior per component,
+        re-weighted by each component's Laplace evidence, collapsed for predictions."""
+        from .mixture import collapse
 
         assert start.components is not None
         log_w, means, covs = start.components
-        k, n = log_w.shape[0], db.shape[0]
-        kdb, kdg = db.unsqueeze(0).expand(k, n), dg.unsqueeze(0).expand(k, n, -1)
-        modes, post_covs = laplace(kdb, kdg, torch.ones(k, n), means, covs, self.link,
-                                   iters=self.config.laplace_iters)
-        logits = kdb + torch.einsum("knl,kl->kn", kdg, link_fn(self.link, modes))
-        loglik = torch.nn.functional.logsigmoid(logits).sum(-1)
-        evidence = laplace_log_evidence(loglik, modes, post_covs, means, covs)
-        comps = (torch.log_softmax(log_w + evidence, dim=0), modes, post_covs)
+        n = db.shape[0]
+        comp_w, modes, post_covs = self._component_posteriors(
+            db.unsqueeze(0), dg.unsqueeze(0), torch.ones(1, n), log_w.unsqueeze(0), means.unsqueeze(0),
+            covs.unsqueeze(0))
+        comps = (comp_w[0], modes[0], post_covs[0])
         mean, cov = collapse(*comps)
         return Posterior(mean, cov, start.n_labels + n, start.user_id, comps)
+
+    def _component_posteriors(self, db: torch.Tensor, dg: torch.Tensor, mask: torch.Tensor, log_w: torch.Tensor,
+                              means: torch.Tensor, covs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-component posteriors of U users: labels db (U, P), dg (U, P, L), mask (U, P); component
+        prior log weights (U, K), means (U, K, L), covs (U, K, L, L). Each user × component is one
+        Laplace fit (batched), weighted by prior weight × Laplace evidence. Returns the new log weights
+        (U, K), modes (U, K, L) and covariances (U, K, L, L)."""
+        from .mixture import laplace_log_evidence
+
+        n_users, width = db.shape
+        k, latent = log_w.shape[1], self.latent_dim
+        flat_db = db.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
+        flat_dg = dg.unsqueeze(1).expand(n_users, k, width, latent).reshape(n_users * k, width, latent)
+        flat_mask = mask.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
+        mu0 = means.reshape(n_users * k, latent)
+        cov0 = covs.reshape(n_users * k, latent, latent)
+        modes, post_covs = self._laplace_chunked(flat_db, flat_dg, flat_mask, mu0, cov0, mu0)
+        logits = flat_db + torch.einsum("npl,nl->np", flat_dg, link_fn(self.link, modes))
+        loglik = (torch.nn.functional.logsigmoid(logits) * flat_mask).sum(-1)
+        evidence = laplace_log_evidence(loglik, modes, post_covs, mu0, cov0).reshape(n_users, k)
+        return (torch.log_softmax(log_w + evidence, dim=-1), modes.reshape(n_users, k, latent),
+                post_covs.reshape(n_users, k, latent, latent))
 
     def _laplace_one(self, db: torch.Tensor, dg: torch.Tensor, start: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
         return laplace(
@@ -537,23 +556,14 @@ class RewardModel(nn.Module):
 
     def _mixture_batch_posterior(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
                                  log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Collapsed mixture posteriors of U users from padded labels (mask = which labels count): each
-        user × component in one batched Laplace, weighted by prior weight × evidence. (U, L), (U, L, L)."""
-        from .mixture import collapse, laplace_log_evidence
+        """Collapsed posteriors of U users under the fitted mixture prior from padded labels (mask =
+        which labels count): (U, L), (U, L, L)."""
+        from .mixture import collapse
 
-        n_users, width = pad_db.shape
-        k, latent = self.mix_log_weights.shape[0], self.latent_dim
-        flat_db = pad_db.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
-        flat_dg = pad_dg.unsqueeze(1).expand(n_users, k, width, latent).reshape(n_users * k, width, latent)
-        flat_mask = mask.unsqueeze(1).expand(n_users, k, width).reshape(n_users * k, width)
-        mu0 = self.mix_means.float().cpu().unsqueeze(0).expand(n_users, k, latent).reshape(n_users * k, latent)
-        cov0 = self.mix_cov.float().cpu().expand(n_users * k, latent, latent)
-        modes, post_covs = self._laplace_chunked(flat_db, flat_dg, flat_mask, mu0, cov0, mu0)
-        logits = flat_db + torch.einsum("npl,nl->np", flat_dg, link_fn(self.link, modes))
-        loglik = (torch.nn.functional.logsigmoid(logits) * flat_mask).sum(-1)
-        evidence = laplace_log_evidence(loglik, modes, post_covs, mu0, cov0).reshape(n_users, k)
-        comp_w = torch.log_softmax(log_w + evidence, dim=-1)
-        return collapse(comp_w, modes.reshape(n_users, k, latent), post_covs.reshape(n_users, k, latent, latent))
+        n_users, k, latent = pad_db.shape[0], self.mix_log_weights.shape[0], self.latent_dim
+        means = self.mix_means.float().cpu().expand(n_users, k, latent)
+        covs = self.mix_cov.float().cpu().expand(n_users, k, latent, latent)
+        return collapse(*self._component_posteriors(pad_db, pad_dg, mask, log_w, means, covs))
 
     def _predictive_score(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mean: torch.Tensor,
                           cov: torch.Tensor, mask: torch.Tensor) -> float:
