@@ -7,6 +7,7 @@ Never use these settings for anything else.
 
 import os
 from pathlib import Path
+from typing import Any
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env_bool
@@ -32,12 +33,14 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 
 # A real broker without a server: messages are files the worker process picks up.
 CELERY_BROKER_URL = "filesystem://"
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+# (base declares it dict[str, int]: a visibility timeout; the filesystem transport takes folder names)
+_BROKER_OPTIONS: dict[str, Any] = {
     "data_folder_in": str(_DIR / "broker"),
     "data_folder_out": str(_DIR / "broker"),
     "processed_folder": str(_DIR / "broker-processed"),
     "store_processed": False,
 }
+CELERY_BROKER_TRANSPORT_OPTIONS = _BROKER_OPTIONS
 # Seeding runs eagerly (GPU_CHECK_EAGER=1); the timed retrain goes through the worker.
 CELERY_TASK_ALWAYS_EAGER = env_bool("GPU_CHECK_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = CELERY_TASK_ALWAYS_EAGER
