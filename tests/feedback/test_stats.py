@@ -286,6 +286,22 @@ def test_it_leaves_alpha_undefined_without_variation_or_pairs():
         krippendorff_alpha(KRIPPENDORFF_2011, "cosine")
 
 
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval", "ratio"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_it_agrees_with_the_krippendorff_package(level, seed):
+    # The reference implementation (PyPI `krippendorff`, coders x units with nan = missing) on random
+    # matrices with missing values and uneven coder counts.
+    import krippendorff
+
+    rng = np.random.default_rng(seed)
+    units, coders = 40, 6
+    values = rng.integers(1, 6, size=(units, coders)).astype(float)
+    values[rng.random((units, coders)) < 0.35] = np.nan
+    ours = krippendorff_alpha([[None if np.isnan(v) else int(v) for v in row] for row in values], level)
+    theirs = krippendorff.alpha(reliability_data=values.T, level_of_measurement=level)
+    assert ours == pytest.approx(theirs, abs=1e-9)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Agreement and Wilson interval
 # --------------------------------------------------------------------------------------------------------
