@@ -29,7 +29,6 @@ _EXPORTS = {
     "RewardModel": "models",
     "MODELS": "models",
     "build_model": "models",
-    "TextRewardModel": "models.text",
     "ProfileEncoder": "profiles",
 }
 
