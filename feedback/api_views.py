@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
@@ -49,6 +51,8 @@ from feedback.serializers import (
     ProfileFieldSerializer,
     ProfileSerializer,
     ProfileUpdateSerializer,
+    ResumeLinkRequestSerializer,
+    ResumeLinkSerializer,
     StudyCreateSerializer,
     StudyDetailSerializer,
     StudyJudgmentSerializer,
@@ -258,8 +262,11 @@ class JoinView(ChorusAPIView):
 
     @extend_schema(
         summary="Join a study as an annotator",
-        description="Anonymous callers get a new annotator and its API token (201). The same `external_id` "
-        "again, or a call with that annotator's own token, resumes the same annotator (200).",
+        description="Anonymous callers get a new annotator, its API token and a `resume_token` (201); the "
+        "resume token is returned only here, once: keep it. Rejoining resumes the same annotator (200) only "
+        "with proof: the annotator's own API token (Authorization header) or `resume_token` in the body. The "
+        "same `external_id` without proof is refused with 403 and nothing is created, so nobody who only "
+        "knows a crowd id gets that participant's credential.",
         request=JoinSerializer,
         responses={201: JoinResultSerializer, 200: JoinResultSerializer, **_errors(400, 403, 404)},
     )
@@ -267,13 +274,7 @@ class JoinView(ChorusAPIView):
         study = _get_study(pk)
         serializer = JoinSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        annotator = annotator_of(request.user)
-        if annotator is not None and annotator.study_id == study.pk and study.is_open():
-            created = False
-        else:
-            annotator, created = services.annotator_join(
-                study=study, external_id=serializer.validated_data["external_id"]
-            )
+        annotator, created = self._join(request, study, serializer.validated_data)
         token, _ = Token.objects.get_or_create(user=annotator.user)
         body = {
             "annotator_id": annotator.pk,
@@ -281,7 +282,47 @@ class JoinView(ChorusAPIView):
             "token": token.key,
             "consent_required": bool(study.consent_text) and annotator.consented_at is None,
         }
+        if created:
+            body["resume_token"] = services.annotator_resume_secret_issue(annotator=annotator)
         return Response(JoinResultSerializer(body).data, status=201 if created else 200)
+
+    @staticmethod
+    def _join(request, study: Study, data: dict[str, Any]) -> tuple[Annotator, bool]:
+        annotator = annotator_of(request.user)
+        if annotator is not None and annotator.study_id == study.pk and study.is_open():
+            return annotator, False  # authenticated by their own token or session
+        try:
+            return services.annotator_join(
+                study=study, external_id=data["external_id"], resume_secret=data.get("resume_token") or ""
+            )
+        except services.ResumeRefused as exc:
+            raise PermissionDenied({"detail": str(exc), "errors": {"resume_token": (
+                "required to resume: the resume_token from this participant's first join"
+            )}}) from exc
+
+
+class ResumeLinkView(ChorusAPIView):
+    @extend_schema(
+        summary="A personal resume link for one participant (researchers of the study)",
+        description="For a participant who lost their browser: look them up by crowd id and get a signed link "
+        "that logs one browser in as them. It expires after CHORUS_RESUME_LINK_MAX_AGE_SECONDS and works once "
+        "(using it, or issuing a new resume secret, revokes it). Send it through the platform's messaging.",
+        request=ResumeLinkRequestSerializer,
+        responses={200: ResumeLinkSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request, pk: int):
+        study = _get_study_for_researcher(request, pk)
+        serializer = ResumeLinkRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        annotator = Annotator.objects.filter(study=study, external_id=serializer.validated_data["external_id"]).first()
+        if annotator is None:
+            raise NotFound("no participant with this external_id in the study")
+        token = services.annotator_resume_link_token(annotator=annotator)
+        body = {
+            "url": f"{settings.PUBLIC_URL}{reverse('feedback:resume', args=[study.slug, token])}",
+            "expires_in_seconds": settings.CHORUS_RESUME_LINK_MAX_AGE_SECONDS,
+        }
+        return Response(ResumeLinkSerializer(body).data)
 
 
 class AnnotatorView(ChorusAPIView):

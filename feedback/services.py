@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
@@ -139,20 +142,38 @@ def _username() -> str:
     return "annotator-" + uuid.uuid4().hex[:16]
 
 
+class ResumeRefused(ServiceError):
+    """A crowd id that has already joined, without proof that the caller is that participant."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this participant id has already joined this study; to continue, use the browser you started in "
+            "or the personal resume link the researchers can send you",
+            code="forbidden",
+        )
+
+
 @transaction.atomic
-def annotator_join(*, study: Study, external_id: str = "") -> tuple[Annotator, bool]:
+def annotator_join(*, study: Study, external_id: str = "", resume_secret: str = "") -> tuple[Annotator, bool]:
     """A crowdworker joins; returns (annotator, created).
 
-    The same crowd-platform id rejoining resumes the same annotator: a worker who closed the tab
-    must not start over or be counted twice.
+    A crowd-platform id that has joined before resumes the same annotator only with that annotator's resume
+    secret (kept in their own browser, or returned to API clients at the first join): a crowd id is known to
+    the platform, shared in screenshots and often guessable, so on its own it proves nothing. Without the
+    secret the join is refused (ResumeRefused) and nothing is created. Callers that already authenticated the
+    annotator (their session or API token) resume without calling this.
     """
     if not study.is_open():
         raise ServiceError("this study is not accepting annotators", code="forbidden")
-    external_id = (external_id or "").strip()[:200]
+    external_id = (external_id or "").strip()
+    if len(external_id) > 200:
+        raise ServiceError("external_id must be at most 200 characters")
     if external_id:
         existing = Annotator.objects.filter(study=study, external_id=external_id).select_related("user").first()
         if existing:
-            return existing, False
+            if existing.resume_secret_matches(resume_secret):
+                return existing, False
+            raise ResumeRefused()
     user = User.objects.create_user(username=_username())
     user.set_unusable_password()
     user.save(update_fields=["password"])
@@ -160,11 +181,47 @@ def annotator_join(*, study: Study, external_id: str = "") -> tuple[Annotator, b
         with transaction.atomic():
             annotator = Annotator.objects.create(study=study, user=user, external_id=external_id)
     except IntegrityError:
-        # Two tabs joined with the same id at once: the other one won.
+        # Two requests joined with the same id at once: the other one won, and this one has no proof.
         user.delete()
-        return Annotator.objects.get(study=study, external_id=external_id), False
+        raise ResumeRefused() from None
     Profile.objects.create(annotator=annotator)
     return annotator, True
+
+
+def annotator_resume_secret_issue(*, annotator: Annotator) -> str:
+    """A new resume secret for the annotator (only its hash is stored); any earlier secret stops working."""
+    secret = secrets.token_urlsafe(24)
+    annotator.resume_secret_hash = hashlib.sha256(secret.encode()).hexdigest()
+    annotator.save(update_fields=["resume_secret_hash"])
+    return secret
+
+
+RESUME_LINK_SALT = "chorus.resume-link"
+
+
+def annotator_resume_link_token(*, annotator: Annotator) -> str:
+    """A signed, expiring token for a per-participant resume link (researchers hand it out).
+
+    It names the annotator and the first characters of their current resume-secret hash, so using the link
+    (which issues a new secret) or issuing another secret revokes it: each link works once.
+    """
+    if not annotator.resume_secret_hash:
+        annotator_resume_secret_issue(annotator=annotator)
+    return signing.dumps({"a": annotator.pk, "h": annotator.resume_secret_hash[:16]}, salt=RESUME_LINK_SALT)
+
+
+def annotator_from_resume_link(*, study: Study, token: str) -> Annotator:
+    """The annotator a resume link names; ServiceError when it is forged, expired, used or for another study."""
+    try:
+        data = signing.loads(token, salt=RESUME_LINK_SALT, max_age=settings.CHORUS_RESUME_LINK_MAX_AGE_SECONDS)
+    except signing.SignatureExpired as exc:
+        raise ServiceError("this resume link has expired; ask the researchers for a new one", code="forbidden") from exc
+    except signing.BadSignature as exc:
+        raise ServiceError("this resume link is not valid", code="forbidden") from exc
+    annotator = Annotator.objects.select_related("study", "user").filter(pk=data.get("a"), study=study).first()
+    if annotator is None or not annotator.resume_secret_hash.startswith(str(data.get("h")) or "-"):
+        raise ServiceError("this resume link is not valid (or was used already)", code="forbidden")
+    return annotator
 
 
 def annotator_consent(*, annotator: Annotator) -> Annotator:

@@ -219,3 +219,7 @@ CELERY_BEAT_SCHEDULE = {
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
 # Embed a study's texts right after import (on the gpu queue); tests turn this off for speed.
 CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
+# A per-participant resume link (researchers hand it out) works once, within this many seconds.
+CHORUS_RESUME_LINK_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_LINK_MAX_AGE_SECONDS", 7 * 24 * 3600)
+# The browser keeps its resume secret in a signed cookie this long (the session may expire sooner).
+CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS", 30 * 24 * 3600)

@@ -256,11 +256,15 @@ def test_it_lets_an_anonymous_worker_join_and_use_the_token(study):
 
 
 @pytest.mark.django_db
-def test_it_resumes_the_same_annotator_on_rejoin(study):
+def test_it_resumes_the_same_annotator_on_rejoin_only_with_proof(study):
     first = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "W-7"}, format="json").json()
-    again = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "W-7"}, format="json")
+    assert first["resume_token"]
+    again = APIClient().post(
+        f"{API}/studies/{study.pk}/join/", {"external_id": "W-7", "resume_token": first["resume_token"]}, format="json"
+    )
     assert again.status_code == 200
     assert again.json()["annotator_id"] == first["annotator_id"] and again.json()["token"] == first["token"]
+    assert "resume_token" not in again.json()  # handed out once, at the first join
     # The annotator's own token also resumes rather than creating a second annotator.
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {first['token']}")
@@ -273,6 +277,47 @@ def test_it_resumes_the_same_annotator_on_rejoin(study):
     b = APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()
     assert a["annotator_id"] != b["annotator_id"]
     assert Annotator.objects.filter(study=study).count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("resume_token", [None, "", "guessed-secret"])
+def test_it_never_hands_a_known_crowd_ids_token_to_a_stranger(study, resume_token):
+    first = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "VICTIM-1"}, format="json").json()
+    body = {"external_id": "VICTIM-1"} | ({} if resume_token is None else {"resume_token": resume_token})
+    resp = APIClient().post(f"{API}/studies/{study.pk}/join/", body, format="json")
+    assert resp.status_code == 403
+    data = resp.json()
+    assert "already joined" in data["detail"] and "resume_token" in data["errors"]
+    assert first["token"] not in resp.content.decode()
+    assert "token" not in data and "annotator_id" not in data
+    assert Annotator.objects.filter(study=study).count() == 1  # nothing was started
+
+
+@pytest.mark.django_db
+def test_it_gives_researchers_a_single_use_resume_link(study, researcher):
+    from django.test import Client
+
+    APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "LOST-1"}, format="json")
+    annotator = Annotator.objects.get(study=study, external_id="LOST-1")
+    researcher_client = APIClient()
+    researcher_client.force_authenticate(researcher)
+    resp = researcher_client.post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "LOST-1"}, format="json")
+    assert resp.status_code == 200
+    link = resp.json()["url"]
+    assert f"/s/{study.slug}/resume/" in link
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    browser = Client()
+    response = browser.get("/" + path)
+    assert response.status_code == 302
+    assert int(browser.session["_auth_user_id"]) == annotator.user_id
+    # Used once: a second browser with the same link is refused.
+    again = Client().get("/" + path)
+    assert again.status_code == 403 and "_auth_user_id" not in again.wsgi_request.session
+    # Strangers cannot mint links; unknown ids are 404.
+    assert APIClient().post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "LOST-1"},
+                            format="json").status_code == 401
+    assert researcher_client.post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "nobody"},
+                                  format="json").status_code == 404
 
 
 @pytest.mark.django_db

@@ -120,17 +120,23 @@ def test_it_sets_the_study_status():
 # --- annotator_join -------------------------------------------------------------------------------
 
 
-def test_it_resumes_an_annotator_by_external_id():
+def test_it_resumes_an_annotator_by_external_id_only_with_its_resume_secret():
     study = make_study_with_pairs(2)
     first, created = services.annotator_join(study=study, external_id="PID-1")
-    again, created_again = services.annotator_join(study=study, external_id=" PID-1 ")
+    secret = services.annotator_resume_secret_issue(annotator=first)
+    again, created_again = services.annotator_join(study=study, external_id=" PID-1 ", resume_secret=secret)
     other, _ = services.annotator_join(study=study, external_id="PID-2")
     assert (created, created_again) == (True, False)
     assert again == first
     assert other != first
+    for wrong in ("", "x", secret[:-1]):
+        with pytest.raises(services.ResumeRefused):
+            services.annotator_join(study=study, external_id="PID-1", resume_secret=wrong)
     assert Annotator.objects.filter(study=study).count() == 2
     assert first.user.has_usable_password() is False
     assert hasattr(first, "profile")
+    first.refresh_from_db()
+    assert secret not in first.resume_secret_hash  # only the hash is stored
 
 
 def test_it_keeps_the_same_external_id_apart_across_studies():
