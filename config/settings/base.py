@@ -145,7 +145,17 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# Fail fast when the broker is down: the web tier publishes inside requests, and a judgment must never wait
+# on a dead broker (a short connect timeout, one attempt, then training.broker's circuit breaker skips it).
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "1"))
+CELERY_TASK_PUBLISH_RETRY = False
+BROKER_FAIL_FAST_OPTIONS = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    **BROKER_FAIL_FAST_OPTIONS,
+}
+# After a failed publish, skip publishing for this long (per process); the sweep catches up afterwards.
+CHORUS_BROKER_CIRCUIT_SECONDS = env_int("CHORUS_BROKER_CIRCUIT_SECONDS", 15)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
@@ -212,8 +222,20 @@ CHORUS_HELDOUT_FRACTION = float(os.environ.get("CHORUS_HELDOUT_FRACTION", "0.2")
 # A training job whose heartbeat is older than this is considered dead and may be claimed again.
 CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)
 
+# The recovery sweep (training.recovery): re-sends queued training jobs whose message was lost (sent longer
+# than CHORUS_TRAINING_REQUEUE_SECONDS ago, or never), takes over jobs whose heartbeat is older than
+# CHORUS_TRAINING_STALE_SECONDS, and updates annotators whose posterior lags their judgments.
+CHORUS_SWEEP_SECONDS = float(os.environ.get("CHORUS_SWEEP_SECONDS", "30"))
+CHORUS_TRAINING_REQUEUE_SECONDS = env_int("CHORUS_TRAINING_REQUEUE_SECONDS", 300)
+# A job whose worker died this many times is marked failed instead of being handed to the next worker.
+CHORUS_TRAINING_MAX_ATTEMPTS = env_int("CHORUS_TRAINING_MAX_ATTEMPTS", 3)
+# Judgments younger than this are left to the normal per-judgment task before the sweep steps in.
+CHORUS_POSTERIOR_LAG_SECONDS = env_int("CHORUS_POSTERIOR_LAG_SECONDS", 60)
+CHORUS_SWEEP_MAX_ANNOTATORS = env_int("CHORUS_SWEEP_MAX_ANNOTATORS", 500)
+
 CELERY_BEAT_SCHEDULE = {
     "retrain-due-studies": {"task": "training.tasks.retrain_due_studies", "schedule": 60.0},
+    "training-sweep": {"task": "training.tasks.training_sweep", "schedule": CHORUS_SWEEP_SECONDS},
 }
 # Active learning "mixed" selector: share of next pairs drawn overlap-balanced at random.
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
