@@ -22,10 +22,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
@@ -33,6 +33,7 @@ from rest_framework.views import APIView, exception_handler
 from feedback import selectors, services
 from feedback.importers import ImportFileError
 from feedback.models import Annotator, Pair, Profile, Study
+from feedback.parsers import StrictJSONParser
 from feedback.permissions import AnnotatorTokenAuthentication, IsAnnotator, IsResearcher, annotator_of
 from feedback.profile_schema import FIELDS_BY_NAME, PREFER_NOT, ProfileError
 from feedback.serializers import (
@@ -89,6 +90,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         response.data = {"detail": "invalid request", "errors": _flatten_errors(exc.detail)}
+    elif response is not None and isinstance(exc, ParseError):
+        response.data = {"detail": str(exc.detail), "errors": {"body": str(exc.detail)}}
     return response
 
 
@@ -102,7 +105,7 @@ class ChorusAPIView(APIView):
     # Token first, so an anonymous caller gets 401 with "WWW-Authenticate: Token" rather than a bare 403.
     authentication_classes = [AnnotatorTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     def get_exception_handler(self):
         return api_exception_handler
@@ -214,11 +217,13 @@ class StudyImportView(ChorusAPIView):
     @extend_schema(
         summary="Import prompts and candidate pairs",
         description="The whole file is validated first: on any bad line nothing is stored and every bad line "
-        "is reported.",
+        "is reported. Rows already in the study (or repeated in the file: a re-imported file) give 409 with their "
+        "lines, storing nothing; send `?allow_duplicates=1` to import them anyway.",
         request={"multipart/form-data": ImportFileSerializer},
         responses={
             201: ImportResultSerializer,
             400: OpenApiResponse(ImportErrorsSerializer, description="Bad lines; nothing was stored"),
+            409: OpenApiResponse(ImportErrorsSerializer, description="Duplicate rows; nothing was stored"),
             **_errors(401, 403, 404),
         },
     )
@@ -232,10 +237,25 @@ class StudyImportView(ChorusAPIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         upload = serializer.validated_data["file"]
+        if upload.size > settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES:
+            return Response(
+                {"errors": [{"line": 0, "message": f"file is larger than {settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES} bytes"}]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        allow = str(request.query_params.get("allow_duplicates") or request.data.get("allow_duplicates") or "")
         try:
-            result = services.study_import(study=study, data=upload.read(), filename=upload.name or "")
+            # The upload is a (temporary) file: the importer streams it, never reading it whole.
+            result = services.study_import(
+                study=study, data=upload, filename=upload.name or "", allow_duplicates=allow.lower() in ("1", "true", "yes")
+            )
         except ImportFileError as exc:
             return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
+        except services.DuplicateImport as exc:
+            body = {
+                "detail": str(exc),
+                "errors": [{"line": n, "message": "already in the study or repeated in the file"} for n in exc.lines[:1000]],
+            }
+            return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(ImportResultSerializer(result.as_dict()).data, status=status.HTTP_201_CREATED)
 
 

@@ -117,6 +117,7 @@ class ImportFileSerializer(serializers.Serializer):
 
 class ImportResultSerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=["trl", "responses", "hh"])
+    duplicates = serializers.IntegerField(help_text="Rows that were already in the study (allow_duplicates=1).")
     prompts = serializers.IntegerField()
     candidates = serializers.IntegerField()
     pairs = serializers.IntegerField()

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,7 +20,7 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from feedback.importers import parse_import
+from feedback.importers import ImportPlan, ParsedPrompt, as_file, content_digest, iter_import, validate_import
 from feedback.models import (
     Annotator,
     Assignment,
@@ -103,39 +103,100 @@ class ImportResult:
     prompts: int
     candidates: int
     pairs: int
+    duplicates: int = 0  # rows already in the study (or repeated in the file), imported on confirmation
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "prompts": self.prompts, "candidates": self.candidates, "pairs": self.pairs}
+        return {"format": self.format, "prompts": self.prompts, "candidates": self.candidates, "pairs": self.pairs,
+                "duplicates": self.duplicates}
 
 
-def study_import(*, study: Study, data: bytes, filename: str = "") -> ImportResult:
-    """Validate the whole file, then store it in one transaction (raises ImportFileError, storing nothing)."""
-    fmt, parsed = parse_import(data, filename)
-    with transaction.atomic():
-        prompts = Prompt.objects.bulk_create(
-            [Prompt(study=study, text=p.text, context=p.context, metadata=p.metadata) for p in parsed],
-            batch_size=500,
+class DuplicateImport(ServiceError):
+    """Rows of the file are already in the study (a re-imported file) or repeat within it."""
+
+    def __init__(self, *, lines: list[int], n_rows: int):
+        self.lines = lines
+        self.n_rows = n_rows
+        shown = ", ".join(str(n) for n in lines[:10]) + (" …" if len(lines) > 10 else "")
+        whole = " (the whole file: was it imported before?)" if len(lines) == n_rows else ""
+        super().__init__(
+            f"{len(lines)} of {n_rows} rows are already in this study or repeat in the file{whole}; "
+            f"lines {shown}. Nothing was imported; confirm to import them again anyway.",
+            code="conflict",
         )
-        cands: list[Candidate] = []
-        for prompt, p in zip(prompts, parsed, strict=True):
-            cands += [
-                Candidate(prompt=prompt, text=c.text, model_name=c.model_name, metadata=c.metadata, text_hash=text_hash(c.text))
-                for c in p.candidates
-            ]
-        cands = Candidate.objects.bulk_create(cands, batch_size=500)
-        pairs: list[Pair] = []
-        offset = 0
-        for prompt, p in zip(prompts, parsed, strict=True):
-            mine = cands[offset : offset + len(p.candidates)]
-            offset += len(p.candidates)
-            pairs += [
-                Pair(study=study, prompt=prompt, candidate_a=mine[i], candidate_b=mine[j], reference_choice=ref)
-                for i, j, ref in p.pairs
-            ]
-        Pair.objects.bulk_create(pairs, batch_size=1000)
+
+
+def _duplicate_lines(study: Study, plan: ImportPlan) -> list[int]:
+    seen: set[bytes] = set()
+    lines: list[int] = []
+    for i in range(0, len(plan.rows), 1000):
+        chunk = plan.rows[i : i + 1000]
+        stored = set(
+            Prompt.objects.filter(study=study, content_hash__in=[d.hex() for _, d in chunk]).values_list(
+                "content_hash", flat=True
+            )
+        )
+        for line, digest in chunk:
+            if digest in seen or digest.hex() in stored:
+                lines.append(line)
+            seen.add(digest)
+    return lines
+
+
+IMPORT_BATCH_ROWS = 500
+
+
+def _store_batch(study: Study, parsed: list[ParsedPrompt]) -> tuple[int, int, int]:
+    prompts = Prompt.objects.bulk_create(
+        [Prompt(study=study, text=p.text, context=p.context, metadata=p.metadata,
+                content_hash=content_digest(p).hex()) for p in parsed]
+    )
+    cands: list[Candidate] = []
+    for prompt, p in zip(prompts, parsed, strict=True):
+        cands += [
+            Candidate(prompt=prompt, text=c.text, model_name=c.model_name, metadata=c.metadata, text_hash=text_hash(c.text))
+            for c in p.candidates
+        ]
+    cands = Candidate.objects.bulk_create(cands)
+    pairs: list[Pair] = []
+    offset = 0
+    for prompt, p in zip(prompts, parsed, strict=True):
+        mine = cands[offset : offset + len(p.candidates)]
+        offset += len(p.candidates)
+        pairs += [
+            Pair(study=study, prompt=prompt, candidate_a=mine[i], candidate_b=mine[j], reference_choice=ref)
+            for i, j, ref in p.pairs
+        ]
+    Pair.objects.bulk_create(pairs, batch_size=1000)
+    return len(prompts), len(cands), len(pairs)
+
+
+def study_import(
+    *, study: Study, data: bytes | IO[bytes], filename: str = "", allow_duplicates: bool = False
+) -> ImportResult:
+    """Validate the whole file, then store it in one transaction (raises ImportFileError, storing nothing).
+
+    The file is read as a stream twice (validate, then store in batches), so memory stays flat however many
+    rows it has. Rows already in the study, or repeated in the file, raise DuplicateImport unless
+    `allow_duplicates` (the researcher confirmed).
+    """
+    fileobj = as_file(data)
+    plan = validate_import(fileobj, filename)
+    duplicates = _duplicate_lines(study, plan)
+    if duplicates and not allow_duplicates:
+        raise DuplicateImport(lines=duplicates, n_rows=len(plan.rows))
+    totals = [0, 0, 0]
+    with transaction.atomic():
+        batch: list[ParsedPrompt] = []
+        for parsed in iter_import(fileobj, plan):
+            batch.append(parsed)
+            if len(batch) >= IMPORT_BATCH_ROWS:
+                totals = [t + n for t, n in zip(totals, _store_batch(study, batch), strict=True)]
+                batch = []
+        if batch:
+            totals = [t + n for t, n in zip(totals, _store_batch(study, batch), strict=True)]
         for imported_hook in study_imported_hooks:
             transaction.on_commit(functools.partial(imported_hook, study))
-    return ImportResult(fmt, len(prompts), len(cands), len(pairs))
+    return ImportResult(plan.fmt, *totals, duplicates=len(duplicates))
 
 
 def _username() -> str:

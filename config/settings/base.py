@@ -56,6 +56,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.limits.RejectUnstorableInput",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -169,6 +170,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "feedback.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # Every API error, on every endpoint (exports, dashboard, downloads too): {"detail": ..., "errors": {...}}.
+    "EXCEPTION_HANDLER": "feedback.api_views.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -192,10 +200,18 @@ CHORUS_IMPORT_MAX_BYTES = env_int("CHORUS_IMPORT_MAX_BYTES", 200 * 1024 * 1024) 
 CHORUS_IMPORT_MAX_ROWS = env_int("CHORUS_IMPORT_MAX_ROWS", 200_000)
 CHORUS_IMPORT_MAX_TEXT_CHARS = env_int("CHORUS_IMPORT_MAX_TEXT_CHARS", 2_000_000)
 CHORUS_IMPORT_MAX_RESPONSES = env_int("CHORUS_IMPORT_MAX_RESPONSES", 12)
+CHORUS_IMPORT_MAX_LINE_BYTES = env_int("CHORUS_IMPORT_MAX_LINE_BYTES", 16 * 1024 * 1024)
 # An assignment nobody judged within this many seconds goes back to the pool.
 CHORUS_ASSIGNMENT_TTL_SECONDS = env_int("CHORUS_ASSIGNMENT_TTL_SECONDS", 30 * 60)
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Request bodies: non-file form data is held in memory up to this size (then 400); uploaded files larger
+# than FILE_UPLOAD_MAX_MEMORY_SIZE go to a temporary file, never to memory. config.asgi's body cap refuses
+# anything larger than CHORUS_MAX_REQUEST_BYTES (imports: CHORUS_IMPORT_MAX_UPLOAD_BYTES) with 413 before
+# it is read, by Content-Length or by counting a body sent without one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+CHORUS_MAX_REQUEST_BYTES = env_int("CHORUS_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
+# The largest (possibly compressed) import file accepted; the uncompressed size is capped again while reading.
+CHORUS_IMPORT_MAX_UPLOAD_BYTES = env_int("CHORUS_IMPORT_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,
@@ -235,7 +251,12 @@ CHORUS_SWEEP_MAX_ANNOTATORS = env_int("CHORUS_SWEEP_MAX_ANNOTATORS", 500)
 
 CELERY_BEAT_SCHEDULE = {
     "retrain-due-studies": {"task": "training.tasks.retrain_due_studies", "schedule": 60.0},
-    "training-sweep": {"task": "training.tasks.training_sweep", "schedule": CHORUS_SWEEP_SECONDS},
+    # A sweep that waited longer than one interval (the worker was busy) is dropped: the next one is coming.
+    "training-sweep": {
+        "task": "training.tasks.training_sweep",
+        "schedule": CHORUS_SWEEP_SECONDS,
+        "options": {"expires": CHORUS_SWEEP_SECONDS},
+    },
 }
 # Active learning "mixed" selector: share of next pairs drawn overlap-balanced at random.
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
