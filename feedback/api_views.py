@@ -85,6 +85,10 @@ def _flatten_errors(detail: Any) -> dict[str, str]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is JSON: {"detail": message} and, for invalid input, {"errors": {field: message}}."""
+    if isinstance(exc, services.ClientKeyConflict):
+        body = {"detail": str(exc), "errors": {"client_key": "already used for another judgment"},
+                "judgment": JudgmentSerializer(exc.judgment).data}
+        return Response(body, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, services.ServiceError):
         return Response({"detail": str(exc)}, status=SERVICE_ERROR_STATUS.get(exc.code, 400))
     response = exception_handler(exc, context)
@@ -433,6 +437,8 @@ class NextPairView(AnnotatorView):
     def get(self, request, pk: int):
         annotator = _get_annotator_for_study(request, pk)
         _require_consent(annotator)
+        if annotator.completed_at is not None:
+            return Response(status=status.HTTP_204_NO_CONTENT)  # finished: nothing more to judge
         # The judged count comes with the assignment (same query): selectors.annotator_progress, for free.
         assignment, done = services.assignment_next_with_progress(annotator=annotator)
         if assignment is None:
@@ -455,9 +461,11 @@ class NextPairView(AnnotatorView):
 class JudgmentCreateView(AnnotatorView):
     @extend_schema(
         summary="Record a judgment of the caller's assigned pair",
-        description="Idempotent on `client_key`: the same key again returns the stored judgment with 200.",
+        description="Idempotent on `client_key`: the same key with the same pair and answers returns the stored "
+        "judgment with 200; the same key with another pair or other answers is 409, with the stored judgment "
+        "under `judgment`. An annotator who has finished gets 403.",
         request=JudgmentCreateSerializer,
-        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404, 409)},
     )
     def post(self, request):
         annotator = _get_annotator(request)

@@ -422,6 +422,37 @@ def _validate_judgment_fields(choice: str, strength: int | None, rationale: str,
         raise ServiceError("client_key must be a string of 1 to 64 characters")
 
 
+class ClientKeyConflict(ServiceError):
+    """The client_key was used before for a different judgment; `judgment` is the stored one."""
+
+    def __init__(self, judgment: Judgment):
+        super().__init__(
+            "this client_key was already used for a different judgment (another pair or other answers); "
+            "use a new client_key for a new judgment",
+            code="conflict",
+        )
+        self.judgment = judgment
+
+
+def _replay(existing: Judgment, *, pair: Pair, choice: str, strength: int | None, rationale: Any) -> Judgment:
+    """The stored judgment for a retried submission; ClientKeyConflict when the retry says something else.
+
+    time_ms is not compared: a client may measure it again when it resends.
+    """
+    if choice == Judgment.Choice.TIE:
+        strength = None
+    same = (
+        existing.pair_id == pair.pk
+        and existing.choice == choice
+        and existing.strength == strength
+        and isinstance(rationale, str)
+        and existing.rationale == rationale.strip()
+    )
+    if not same:
+        raise ClientKeyConflict(existing)
+    return existing
+
+
 def judgment_create(
     *,
     annotator: Annotator,
@@ -434,18 +465,23 @@ def judgment_create(
 ) -> tuple[Judgment, bool]:
     """Record the annotator's judgment of their open assignment of `pair`; returns (judgment, created).
 
-    Idempotent on client_key: a retried submission returns the stored judgment untouched, whatever else it
-    carries. The stored one is looked up only when the submission cannot be recorded (invalid, pair not open
-    for the annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
+    Idempotent on client_key: a retried submission (same pair and answers) returns the stored judgment; the
+    same key with another pair or other answers raises ClientKeyConflict carrying the stored one. The stored
+    one is looked up only when the submission cannot be recorded (invalid, pair not open for the annotator,
+    finished annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
     """
+    replay = functools.partial(_replay, pair=pair, choice=choice, strength=strength, rationale=rationale)
     try:
         _validate_judgment_fields(choice, strength, rationale, time_ms, client_key)
         if pair.study_id != annotator.study_id:
             raise ServiceError("this pair belongs to another study", code="not_found")
+        if annotator.completed_at is not None:
+            raise ServiceError("you have finished this study; it takes no more judgments", code="forbidden")
     except ServiceError:
-        existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
+        existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first() if isinstance(
+            client_key, str) else None
         if existing is not None:
-            return existing, False
+            return replay(existing), False
         raise
     if choice == Judgment.Choice.TIE:
         strength = None  # a tie has no direction, so no strength
@@ -460,7 +496,7 @@ def judgment_create(
             if assignment is None:
                 existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
                 if existing is not None:  # a retry of the judgment that closed this assignment
-                    return existing, False
+                    return replay(existing), False
                 raise ServiceError("this pair is not assigned to you (or was already judged)")
             now = timezone.now()
             judgment = Judgment.objects.create(
@@ -486,7 +522,7 @@ def judgment_create(
         existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
         if existing is None:
             raise
-        return existing, False
+        return replay(existing), False
     return judgment, True
 
 

@@ -369,7 +369,9 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
             choice=_screen_to_pair_choice(screen_choice, assignment.shown_order),
             client_key=client_key,
             strength=strength,
-            rationale=post.get("rationale", "")[:5000],
+            # The same rule as the API: over-long text is refused with a message, never cut. Browsers send a
+            # newline as CRLF but count it as one character against the textarea's maxlength.
+            rationale=post.get("rationale", "").replace("\r\n", "\n"),
             time_ms=time_ms,
         )
     except services.ServiceError as exc:

@@ -174,7 +174,7 @@ def test_it_imports_the_hh_rlhf_test_split(researcher, study, hh_rlhf_path):
         format="multipart",
     )
     assert resp.status_code == 201, resp.content[:500]
-    assert resp.json() == {"format": "hh", "prompts": 2312, "candidates": 4624, "pairs": 2312}
+    assert resp.json() == {"format": "hh", "prompts": 2312, "candidates": 4624, "pairs": 2312, "duplicates": 0}
     assert Pair.objects.filter(study=study).count() == before + 2312
 
 
@@ -184,13 +184,13 @@ def test_it_imports_trl_jsonl_and_csv(researcher, study):
     rows = [{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)]
     resp = client.post(f"{API}/studies/{study.pk}/import/", upload(jsonl(rows)), format="multipart")
     assert resp.status_code == 201
-    assert resp.json() == {"format": "trl", "prompts": 3, "candidates": 6, "pairs": 3}
+    assert resp.json() == {"format": "trl", "prompts": 3, "candidates": 6, "pairs": 3, "duplicates": 0}
     csv_text = "prompt,response_1,model_1,response_2,model_2,response_3,model_3\nHi?,a,m1,b,m2,c,m3\n"
     resp = client.post(
         f"{API}/studies/{study.pk}/import/", upload(csv_text.encode(), "r.csv"), format="multipart"
     )
     assert resp.status_code == 201
-    assert resp.json() == {"format": "responses", "prompts": 1, "candidates": 3, "pairs": 3}
+    assert resp.json() == {"format": "responses", "prompts": 1, "candidates": 3, "pairs": 3, "duplicates": 0}
 
 
 @pytest.mark.django_db
@@ -465,6 +465,34 @@ def test_it_records_a_judgment_and_is_idempotent_on_client_key(study, annotator)
     assert again.status_code == 200 and again.json() == body
     assert Judgment.objects.filter(annotator=annotator).count() == 1
     assert client.get(f"{API}/studies/{study.pk}/next-pair/").json()["progress"] == {"done": 1, "total": 5}
+
+
+@pytest.mark.django_db
+def test_it_answers_409_with_the_stored_judgment_when_a_client_key_is_reused(study, annotator):
+    client = token_client(annotator.user)
+    nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    stored = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "dup"},
+                         format="json").json()
+    second = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    for body in ({"pair_id": nxt["pair_id"], "choice": "b", "client_key": "dup"},
+                 {"pair_id": second["pair_id"], "choice": "a", "client_key": "dup"}):
+        resp = client.post(f"{API}/judgments/", body, format="json")
+        assert resp.status_code == 409
+        data = resp.json()
+        assert data["judgment"] == stored and "client_key" in data["errors"] and data["detail"]
+    assert Judgment.objects.filter(annotator=annotator).count() == 1
+
+
+@pytest.mark.django_db
+def test_it_stops_an_annotator_who_finished_from_judging(study, annotator):
+    client = token_client(annotator.user)
+    nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    assert client.post(f"{API}/me/finish/", format="json").status_code == 200
+    assert client.get(f"{API}/studies/{study.pk}/next-pair/").status_code == 204
+    resp = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "late"},
+                       format="json")
+    assert resp.status_code == 403 and "finished" in resp.json()["detail"]
+    assert not Judgment.objects.filter(annotator=annotator).exists()
 
 
 @pytest.mark.django_db
