@@ -99,8 +99,9 @@ def _problems(request: HttpRequest) -> dict[str, str]:
     if problem := text_problem(request.path):
         found["path"] = problem
     check("query", request.GET)
-    # Only url-encoded forms: parsing a multipart body here would pre-empt the view's upload handling.
-    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+    # Form bodies (url-encoded or multipart). Parsing here uses the default upload handlers, which the views
+    # use too (files over FILE_UPLOAD_MAX_MEMORY_SIZE go to a temporary file); DRF reuses the parsed result.
+    if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         check("form", request.POST)
     return found
 
