@@ -1,6 +1,8 @@
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# A deployment entry point: without DJANGO_SETTINGS_MODULE it runs the production settings, which refuse to
+# start without a real SECRET_KEY, DATABASE_URL and ALLOWED_HOSTS (never the public development key).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 from config.asgi_handler import get_asgi_application  # noqa: E402
 
