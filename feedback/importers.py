@@ -81,7 +81,7 @@ class _Counted(io.RawIOBase):
     """Reads through to `raw` (a file or a GzipFile) and stops once more than `limit` bytes came out of it,
     so a small gzip that expands to gigabytes is refused after `limit` bytes, never inflated whole."""
 
-    def __init__(self, raw: IO[bytes], limit: int):
+    def __init__(self, raw: IO[bytes] | gzip.GzipFile, limit: int):
         self._raw, self._limit, self.count = raw, limit, 0
 
     def readable(self) -> bool:
@@ -102,7 +102,7 @@ def _open(fileobj: IO[bytes]) -> IO[bytes]:
     fileobj.seek(0)
     magic = fileobj.read(2)
     fileobj.seek(0)
-    raw: IO[bytes] = gzip.GzipFile(fileobj=fileobj, mode="rb") if magic == b"\x1f\x8b" else fileobj
+    raw: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=fileobj, mode="rb") if magic == b"\x1f\x8b" else fileobj
     return io.BufferedReader(_Counted(raw, settings.CHORUS_IMPORT_MAX_BYTES))
 
 
@@ -409,7 +409,8 @@ def validate_import(fileobj: IO[bytes], filename: str = "") -> ImportPlan:
     count = 0
     try:
         with _reading():
-            for line, fmt, parsed, error in _parsed_rows(fileobj, is_csv):
+            for line, row_fmt, parsed, error in _parsed_rows(fileobj, is_csv):
+                fmt = row_fmt
                 count += 1
                 if count > max_rows:
                     errors.append(ImportErrorLine(line, f"too many rows: the limit is {max_rows}"))

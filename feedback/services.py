@@ -196,7 +196,7 @@ def study_import(
             totals = [t + n for t, n in zip(totals, _store_batch(study, batch), strict=True)]
         for imported_hook in study_imported_hooks:
             transaction.on_commit(functools.partial(imported_hook, study))
-    return ImportResult(plan.fmt, *totals, duplicates=len(duplicates))
+    return ImportResult(plan.fmt, totals[0], totals[1], totals[2], duplicates=len(duplicates))
 
 
 def _username() -> str:

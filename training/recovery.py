@@ -12,6 +12,7 @@ manual run) do no harm.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -114,7 +115,8 @@ def _catch_up_posteriors(now) -> int:
 
     sent = 0
     for annotator_id in _lagging_annotator_ids(now):
-        if not publish(lambda a=annotator_id: update_annotator_posterior.delay(a), what=f"posterior of {annotator_id}"):
+        send = functools.partial(update_annotator_posterior.delay, annotator_id)
+        if not publish(send, what=f"posterior of {annotator_id}"):
             break  # the broker is down: the next sweep tries again
         sent += 1
     return sent

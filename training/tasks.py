@@ -6,6 +6,8 @@ updates stay on `default`. Tasks are acks_late, so a worker killed mid-task hand
 
 from __future__ import annotations
 
+import functools
+
 from celery import shared_task
 
 from feedback.models import Annotator, Study
@@ -64,7 +66,8 @@ def refresh_study_posteriors(study_id: int) -> int:
     """After a new version becomes active, rebuild every annotator's posterior under it."""
     ids = list(Annotator.objects.filter(study_id=study_id, judgments__isnull=False).distinct().values_list("id", flat=True))
     for annotator_id in ids:
-        if not publish(lambda a=annotator_id: update_annotator_posterior.delay(a), what=f"posterior of {annotator_id}"):
+        if not publish(functools.partial(update_annotator_posterior.delay, annotator_id),
+                       what=f"posterior of {annotator_id}"):
             break  # broker down: the sweep updates the rest once it is back
     return len(ids)
 

@@ -7,7 +7,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 
 GIGABYTE = 1024**3
 
