@@ -336,7 +336,9 @@ def test_it_refuses_an_unknown_format(api_client, researcher, study):
     api_client.force_login(researcher)
     response = api_client.get(f"/api/v1/studies/{study.pk}/export/?format=xlsx")
     assert response.status_code == 400
-    assert "format" in response.json()
+    # The documented error shape of every API endpoint (settings.REST_FRAMEWORK EXCEPTION_HANDLER).
+    assert response.json() == {"detail": "invalid request",
+                               "errors": {"format": "must be one of ['jsonl', 'csv', 'parquet']"}}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -581,3 +583,18 @@ def test_it_streams_a_large_export_under_asgi_in_flat_memory(researcher, monkeyp
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                        "AND pid <> pg_backend_pid()")
         assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["export/", "export/profiles/", "dashboard/", "model/", "group-models/"])
+def test_export_dashboard_and_download_errors_use_the_documented_shape(api_client, study, path):
+    """Issue 13 item 6: {"detail": ...} (and "errors" for invalid input) on every API endpoint."""
+    from tests.factories import ResearcherFactory
+
+    anonymous = api_client.get(f"/api/v1/studies/{study.pk}/{path}")
+    assert anonymous.status_code in (401, 403) and set(anonymous.json()) == {"detail"}
+    api_client.force_login(ResearcherFactory())  # a researcher of another study
+    forbidden = api_client.get(f"/api/v1/studies/{study.pk}/{path}")
+    assert forbidden.status_code == 403 and set(forbidden.json()) == {"detail"}
+    missing = api_client.get(f"/api/v1/studies/987654/{path}")
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"}
