@@ -107,7 +107,8 @@ def _join_redirect(study_slug: str) -> HttpResponse:
 
 def _external_id(params: Any) -> str:
     # Prolific sends PROLIFIC_PID (and STUDY_ID / SESSION_ID, which we do not need); others send pid.
-    return (params.get("pid") or params.get("PROLIFIC_PID") or "").strip()[:200]
+    # Not cut to length: the join refuses an over-long id with a message (the API's rule too).
+    return (params.get("pid") or params.get("PROLIFIC_PID") or "").strip()
 
 
 # --- join / consent / profile -----------------------------------------------------------------------
@@ -141,7 +142,9 @@ def _join_post(request: HttpRequest, study: Study, pid: str) -> HttpResponse:
         )
     except services.ResumeRefused as exc:
         return _resume_refused(request, study, str(exc))
-    except services.ServiceError:
+    except services.ServiceError as exc:
+        if exc.code == "invalid":  # e.g. an over-long participant id
+            return HttpResponseBadRequest(f"This link is not valid: {exc}.", content_type="text/plain; charset=utf-8")
         # Closed between GET and POST.
         return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
     return _log_in_annotator(request, annotator, new_secret=created)

@@ -102,3 +102,13 @@ def test_it_refuses_an_over_long_rationale_from_a_form_as_the_api_does(study):
                                       "rationale": text})
     assert response.status_code == 302
     assert Judgment.objects.get().rationale == text.replace("\r\n", "\n")
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_over_long_participant_id_in_the_browser_and_the_api_alike(study):
+    long_pid = "P" * 201
+    response = Client().post(reverse("feedback:join", args=[study.slug]), {"pid": long_pid})
+    assert response.status_code == 400 and "at most 200 characters" in response.content.decode()
+    api = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": long_pid}, format="json")
+    assert api.status_code == 400 and "external_id" in api.json()["errors"]
+    assert not Annotator.objects.filter(study=study).exists()  # never cut to 200 and stored
