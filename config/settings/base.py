@@ -174,7 +174,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # on a dead broker (a short connect timeout, one attempt, then training.broker's circuit breaker skips it).
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "1"))
 CELERY_TASK_PUBLISH_RETRY = False
-BROKER_FAIL_FAST_OPTIONS = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT}
+# max_retries 0: kombu's default channel otherwise keeps retrying the connection for the whole connect
+# timeout before a publish fails (~0.7 s per judgment measured, BENCHMARKS.md "Broker outage"). Workers
+# reconnect with their own retry policy (broker_connection_retry), which these options do not change.
+BROKER_FAIL_FAST_OPTIONS = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT, "max_retries": 0}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     **BROKER_FAIL_FAST_OPTIONS,
