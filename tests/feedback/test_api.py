@@ -194,6 +194,35 @@ def test_it_imports_trl_jsonl_and_csv(researcher, study):
 
 
 @pytest.mark.django_db
+def test_it_answers_409_for_a_reimported_file_unless_confirmed(researcher, study):
+    client = session_client(researcher)
+    rows = [{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)]
+    url = f"{API}/studies/{study.pk}/import/"
+    assert client.post(url, upload(jsonl(rows)), format="multipart").status_code == 201
+    before = Pair.objects.filter(study=study).count()
+    again = client.post(url, upload(jsonl(rows[1:] + [{"prompt": "new?", "chosen": "a", "rejected": "b"}])),
+                        format="multipart")
+    assert again.status_code == 409
+    body = again.json()
+    assert "2 of 3 rows" in body["detail"] and [e["line"] for e in body["errors"]] == [1, 2]
+    assert Pair.objects.filter(study=study).count() == before  # nothing stored, not even the new row
+    confirmed = client.post(url + "?allow_duplicates=1", upload(jsonl(rows)), format="multipart")
+    assert confirmed.status_code == 201 and confirmed.json()["duplicates"] == 3
+
+
+@pytest.mark.django_db
+def test_it_checks_the_upload_size_before_reading_it(researcher, study, settings):
+    settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES = 1000
+    # Larger than FILE_UPLOAD_MAX_MEMORY_SIZE would go to a temporary file; the size is checked first.
+    rows = [{"prompt": f"Q{i}? " + "x" * 100, "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(20)]
+    resp = session_client(researcher).post(f"{API}/studies/{study.pk}/import/", upload(jsonl(rows)),
+                                           format="multipart")
+    assert resp.status_code == 400
+    assert resp.json()["errors"] == [{"line": 0, "message": "file is larger than 1000 bytes"}]
+    assert not Prompt.objects.filter(study=study, text__startswith="Q").exists()
+
+
+@pytest.mark.django_db
 def test_it_reports_every_bad_line_and_stores_nothing(researcher, study):
     counts = (Prompt.objects.count(), Candidate.objects.count(), Pair.objects.count())
     rows = [
