@@ -1,6 +1,8 @@
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# A deployment entry point: without DJANGO_SETTINGS_MODULE it runs the production settings, which refuse to
+# start without a real SECRET_KEY, DATABASE_URL and ALLOWED_HOSTS (never the public development key).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 from config.asgi_handler import get_asgi_application  # noqa: E402
 
@@ -12,11 +14,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config.limits import BodySizeLimit  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Oversized bodies are refused (413) before Django reads them: see config/limits.py.
+        "http": BodySizeLimit(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

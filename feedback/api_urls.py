@@ -10,6 +10,7 @@ urlpatterns = [
     path("studies/<int:pk>/", v.StudyDetailView.as_view(), name="study-detail"),
     path("studies/<int:pk>/import/", v.StudyImportView.as_view(), name="study-import"),
     path("studies/<int:pk>/join/", v.JoinView.as_view(), name="study-join"),
+    path("studies/<int:pk>/resume-links/", v.ResumeLinkView.as_view(), name="study-resume-links"),
     path("studies/<int:pk>/next-pair/", v.NextPairView.as_view(), name="next-pair"),
     path("studies/<int:pk>/judgments/", v.StudyJudgmentsView.as_view(), name="study-judgments"),
     path("judgments/", v.JudgmentCreateView.as_view(), name="judgment-create"),

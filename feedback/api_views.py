@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
@@ -31,6 +33,7 @@ from rest_framework.views import APIView, exception_handler
 from feedback import selectors, services
 from feedback.importers import ImportFileError
 from feedback.models import Annotator, Pair, Profile, Study
+from feedback.parsers import StrictJSONParser
 from feedback.permissions import AnnotatorTokenAuthentication, IsAnnotator, IsResearcher, annotator_of
 from feedback.profile_schema import FIELDS_BY_NAME, PREFER_NOT, ProfileError
 from feedback.serializers import (
@@ -49,6 +52,8 @@ from feedback.serializers import (
     ProfileFieldSerializer,
     ProfileSerializer,
     ProfileUpdateSerializer,
+    ResumeLinkRequestSerializer,
+    ResumeLinkSerializer,
     StudyCreateSerializer,
     StudyDetailSerializer,
     StudyJudgmentSerializer,
@@ -80,11 +85,17 @@ def _flatten_errors(detail: Any) -> dict[str, str]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is JSON: {"detail": message} and, for invalid input, {"errors": {field: message}}."""
+    if isinstance(exc, services.ClientKeyConflict):
+        body = {"detail": str(exc), "errors": {"client_key": "already used for another judgment"},
+                "judgment": JudgmentSerializer(exc.judgment).data}
+        return Response(body, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, services.ServiceError):
         return Response({"detail": str(exc)}, status=SERVICE_ERROR_STATUS.get(exc.code, 400))
     response = exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         response.data = {"detail": "invalid request", "errors": _flatten_errors(exc.detail)}
+    elif response is not None and isinstance(exc, ParseError):
+        response.data = {"detail": str(exc.detail), "errors": {"body": str(exc.detail)}}
     return response
 
 
@@ -98,7 +109,7 @@ class ChorusAPIView(APIView):
     # Token first, so an anonymous caller gets 401 with "WWW-Authenticate: Token" rather than a bare 403.
     authentication_classes = [AnnotatorTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     def get_exception_handler(self):
         return api_exception_handler
@@ -210,11 +221,13 @@ class StudyImportView(ChorusAPIView):
     @extend_schema(
         summary="Import prompts and candidate pairs",
         description="The whole file is validated first: on any bad line nothing is stored and every bad line "
-        "is reported.",
+        "is reported. Rows already in the study (or repeated in the file: a re-imported file) give 409 with their "
+        "lines, storing nothing; send `?allow_duplicates=1` to import them anyway.",
         request={"multipart/form-data": ImportFileSerializer},
         responses={
             201: ImportResultSerializer,
             400: OpenApiResponse(ImportErrorsSerializer, description="Bad lines; nothing was stored"),
+            409: OpenApiResponse(ImportErrorsSerializer, description="Duplicate rows; nothing was stored"),
             **_errors(401, 403, 404),
         },
     )
@@ -228,10 +241,25 @@ class StudyImportView(ChorusAPIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         upload = serializer.validated_data["file"]
+        if upload.size > settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES:
+            return Response(
+                {"errors": [{"line": 0, "message": f"file is larger than {settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES} bytes"}]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        allow = str(request.query_params.get("allow_duplicates") or request.data.get("allow_duplicates") or "")
         try:
-            result = services.study_import(study=study, data=upload.read(), filename=upload.name or "")
+            # The upload is a (temporary) file: the importer streams it, never reading it whole.
+            result = services.study_import(
+                study=study, data=upload, filename=upload.name or "", allow_duplicates=allow.lower() in ("1", "true", "yes")
+            )
         except ImportFileError as exc:
             return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
+        except services.DuplicateImport as exc:
+            body = {
+                "detail": str(exc),
+                "errors": [{"line": n, "message": "already in the study or repeated in the file"} for n in exc.lines[:1000]],
+            }
+            return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(ImportResultSerializer(result.as_dict()).data, status=status.HTTP_201_CREATED)
 
 
@@ -258,8 +286,11 @@ class JoinView(ChorusAPIView):
 
     @extend_schema(
         summary="Join a study as an annotator",
-        description="Anonymous callers get a new annotator and its API token (201). The same `external_id` "
-        "again, or a call with that annotator's own token, resumes the same annotator (200).",
+        description="Anonymous callers get a new annotator, its API token and a `resume_token` (201); the "
+        "resume token is returned only here, once: keep it. Rejoining resumes the same annotator (200) only "
+        "with proof: the annotator's own API token (Authorization header) or `resume_token` in the body. The "
+        "same `external_id` without proof is refused with 403 and nothing is created, so nobody who only "
+        "knows a crowd id gets that participant's credential.",
         request=JoinSerializer,
         responses={201: JoinResultSerializer, 200: JoinResultSerializer, **_errors(400, 403, 404)},
     )
@@ -267,13 +298,7 @@ class JoinView(ChorusAPIView):
         study = _get_study(pk)
         serializer = JoinSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        annotator = annotator_of(request.user)
-        if annotator is not None and annotator.study_id == study.pk and study.is_open():
-            created = False
-        else:
-            annotator, created = services.annotator_join(
-                study=study, external_id=serializer.validated_data["external_id"]
-            )
+        annotator, created = self._join(request, study, serializer.validated_data)
         token, _ = Token.objects.get_or_create(user=annotator.user)
         body = {
             "annotator_id": annotator.pk,
@@ -281,7 +306,47 @@ class JoinView(ChorusAPIView):
             "token": token.key,
             "consent_required": bool(study.consent_text) and annotator.consented_at is None,
         }
+        if created:
+            body["resume_token"] = services.annotator_resume_secret_issue(annotator=annotator)
         return Response(JoinResultSerializer(body).data, status=201 if created else 200)
+
+    @staticmethod
+    def _join(request, study: Study, data: dict[str, Any]) -> tuple[Annotator, bool]:
+        annotator = annotator_of(request.user)
+        if annotator is not None and annotator.study_id == study.pk and study.is_open():
+            return annotator, False  # authenticated by their own token or session
+        try:
+            return services.annotator_join(
+                study=study, external_id=data["external_id"], resume_secret=data.get("resume_token") or ""
+            )
+        except services.ResumeRefused as exc:
+            raise PermissionDenied({"detail": str(exc), "errors": {"resume_token": (
+                "required to resume: the resume_token from this participant's first join"
+            )}}) from exc
+
+
+class ResumeLinkView(ChorusAPIView):
+    @extend_schema(
+        summary="A personal resume link for one participant (researchers of the study)",
+        description="For a participant who lost their browser: look them up by crowd id and get a signed link "
+        "that logs one browser in as them. It expires after CHORUS_RESUME_LINK_MAX_AGE_SECONDS and works once "
+        "(using it, or issuing a new resume secret, revokes it). Send it through the platform's messaging.",
+        request=ResumeLinkRequestSerializer,
+        responses={200: ResumeLinkSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request, pk: int):
+        study = _get_study_for_researcher(request, pk)
+        serializer = ResumeLinkRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        annotator = Annotator.objects.filter(study=study, external_id=serializer.validated_data["external_id"]).first()
+        if annotator is None:
+            raise NotFound("no participant with this external_id in the study")
+        token = services.annotator_resume_link_token(annotator=annotator)
+        body = {
+            "url": f"{settings.PUBLIC_URL}{reverse('feedback:resume', args=[study.slug, token])}",
+            "expires_in_seconds": settings.CHORUS_RESUME_LINK_MAX_AGE_SECONDS,
+        }
+        return Response(ResumeLinkSerializer(body).data)
 
 
 class AnnotatorView(ChorusAPIView):
@@ -372,6 +437,8 @@ class NextPairView(AnnotatorView):
     def get(self, request, pk: int):
         annotator = _get_annotator_for_study(request, pk)
         _require_consent(annotator)
+        if annotator.completed_at is not None:
+            return Response(status=status.HTTP_204_NO_CONTENT)  # finished: nothing more to judge
         # The judged count comes with the assignment (same query): selectors.annotator_progress, for free.
         assignment, done = services.assignment_next_with_progress(annotator=annotator)
         if assignment is None:
@@ -394,9 +461,11 @@ class NextPairView(AnnotatorView):
 class JudgmentCreateView(AnnotatorView):
     @extend_schema(
         summary="Record a judgment of the caller's assigned pair",
-        description="Idempotent on `client_key`: the same key again returns the stored judgment with 200.",
+        description="Idempotent on `client_key`: the same key with the same pair and answers returns the stored "
+        "judgment with 200; the same key with another pair or other answers is 409, with the stored judgment "
+        "under `judgment`. An annotator who has finished gets 403.",
         request=JudgmentCreateSerializer,
-        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404, 409)},
     )
     def post(self, request):
         annotator = _get_annotator(request)

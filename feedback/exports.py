@@ -11,20 +11,22 @@ before training a TRL reward model.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from asgiref.sync import sync_to_async
 from django.db.models import Count
 
 from feedback.models import Annotator, Judgment, Prompt, Study
 from feedback.profile_schema import FIELDS_BY_NAME
 
-CHUNK_SIZE = 2000
+CHUNK_SIZE = 500  # rows per database round trip: a batch of long generations stays a few MB
 FORMATS = ("jsonl", "csv", "parquet")
 CONTENT_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
@@ -307,6 +309,25 @@ def csv_chunks(export: Export) -> Iterator[bytes]:
     yield writer.writerow(names).encode("utf-8")
     for row in export.rows:
         yield writer.writerow([_csv_cell(row[k]) for k in names]).encode("utf-8")
+
+
+STREAM_BATCH_ROWS = 100  # rows per worker-thread hop when streaming under ASGI
+
+
+def _next_batch(chunks: Iterator[bytes], size: int) -> bytes:
+    return b"".join(itertools.islice(chunks, size))
+
+
+async def async_batches(chunks: Iterable[bytes], *, size: int = STREAM_BATCH_ROWS) -> AsyncIterator[bytes]:
+    """Serve a sync chunk iterator to an ASGI response `size` rows per worker-thread hop.
+
+    thread_sensitive: every batch runs in the request's own sync thread, where its database connection (and
+    the open server-side cursor of `.iterator()`) lives. Memory holds one batch, never the whole export.
+    """
+    iterator = iter(chunks)
+    next_batch = sync_to_async(_next_batch, thread_sensitive=True)
+    while batch := await next_batch(iterator, size):
+        yield batch
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

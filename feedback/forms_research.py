@@ -55,6 +55,11 @@ class ImportForm(forms.Form):
         help_text="JSONL or CSV, optionally gzip-compressed (.gz).",
         widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.ndjson,.csv,.gz"}),
     )
+    allow_duplicates = forms.BooleanField(
+        required=False,
+        label="Import rows that are already in the study anyway",
+        help_text="Only after a warning: rows with the same conversation and responses are then stored again.",
+    )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

@@ -10,16 +10,22 @@ JSONL or CSV (gzip accepted). Every bad line is reported with its number; no par
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import json
 import re
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
+
+from feedback.validation import BadInput, check_value, strict_loads, text_problem
 
 FORMATS = ("trl", "responses", "hh")
 
@@ -64,25 +70,55 @@ class RowError(ValueError):
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 ROLE_OF = {"Human": "user", "Assistant": "assistant"}
 MAX_REPORTED_ERRORS = 1000
+MAX_METADATA_DEPTH = 8
 
 
-def _decode(data: bytes) -> str:
-    if data[:2] == b"\x1f\x8b":
+class _TooLarge(Exception):
+    pass
+
+
+class _Counted(io.RawIOBase):
+    """Reads through to `raw` (a file or a GzipFile) and stops once more than `limit` bytes came out of it,
+    so a small gzip that expands to gigabytes is refused after `limit` bytes, never inflated whole."""
+
+    def __init__(self, raw: IO[bytes] | gzip.GzipFile, limit: int):
+        self._raw, self._limit, self.count = raw, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        if self.count > self._limit:
+            raise _TooLarge
+        return n
+
+
+def _open(fileobj: IO[bytes]) -> IO[bytes]:
+    """The file's bytes, uncompressed if it is gzip, counted against CHORUS_IMPORT_MAX_BYTES."""
+    fileobj.seek(0)
+    magic = fileobj.read(2)
+    fileobj.seek(0)
+    raw: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=fileobj, mode="rb") if magic == b"\x1f\x8b" else fileobj
+    return io.BufferedReader(_Counted(raw, settings.CHORUS_IMPORT_MAX_BYTES))
+
+
+def _text_lines(stream: IO[bytes]) -> Iterator[str]:
+    """UTF-8 lines, one at a time (line endings kept, for the CSV reader); a bad byte is reported by line."""
+    max_line = settings.CHORUS_IMPORT_MAX_LINE_BYTES
+    number = 0
+    while raw := stream.readline(max_line + 1):
+        number += 1
+        if len(raw) > max_line:
+            raise ImportFileError([ImportErrorLine(number, f"line is longer than {max_line} bytes")])
         try:
-            # Read one byte past the limit so an oversized file is caught without inflating all of it.
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-                data = gz.read(settings.CHORUS_IMPORT_MAX_BYTES + 1)
-        except (OSError, EOFError) as exc:
-            raise ImportFileError([ImportErrorLine(0, f"not a valid gzip file ({exc})")]) from exc
-    if len(data) > settings.CHORUS_IMPORT_MAX_BYTES:
-        raise ImportFileError(
-            [ImportErrorLine(0, f"file is larger than {settings.CHORUS_IMPORT_MAX_BYTES} bytes uncompressed")]
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ImportFileError([ImportErrorLine(line, "not valid UTF-8 text")]) from exc
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError([ImportErrorLine(number, "not valid UTF-8 text")]) from exc
+        yield line.removeprefix("\ufeff") if number == 1 else line
 
 
 def _text(value: Any, name: str) -> str:
@@ -93,8 +129,8 @@ def _text(value: Any, name: str) -> str:
         raise RowError(f'"{name}" is empty')
     if len(value) > max_chars:
         raise RowError(f'"{name}" is longer than {max_chars} characters')
-    if "\x00" in value:
-        raise RowError(f'"{name}" contains a NUL character')
+    if problem := text_problem(value):
+        raise RowError(f'"{name}" {problem}')
     return value
 
 
@@ -136,6 +172,10 @@ def _metadata(value: Any, name: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise RowError(f'"{name}" must be an object')
+    try:
+        check_value(value, max_depth=MAX_METADATA_DEPTH)
+    except BadInput as exc:
+        raise RowError(f'"{name}": {exc}') from exc
     return value
 
 
@@ -156,6 +196,8 @@ def _model(value: Any, name: str) -> str:
         return ""
     if not isinstance(value, str) or len(value) > 200:
         raise RowError(f'"{name}" must be a string of at most 200 characters')
+    if problem := text_problem(value):
+        raise RowError(f'"{name}" {problem}')
     return value
 
 
@@ -182,6 +224,10 @@ def _parse_responses(row: dict[str, Any], line: int) -> ParsedPrompt:
         raise RowError('"responses" contains identical texts')
     meta = _metadata(row.get("metadata"), "metadata")
     if row.get("category") is not None:
+        try:
+            check_value(row["category"], max_depth=MAX_METADATA_DEPTH)
+        except BadInput as exc:
+            raise RowError(f'"category": {exc}') from exc
         meta = {**meta, "category": row["category"]}
     pairs = [(i, j, "") for i, j in combinations(range(len(cands)), 2)]
     return ParsedPrompt(line, text, context, cands, pairs, meta)
@@ -234,18 +280,20 @@ def detect_format(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _jsonl_rows(text: str):
-    for number, raw in enumerate(text.splitlines(), start=1):
+def _jsonl_rows(lines: Iterable[str]):
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw), None
+            yield number, strict_loads(raw), None
         except json.JSONDecodeError as exc:
             yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+        except BadInput as exc:
+            yield number, None, f"invalid JSON ({exc})"
 
 
-def _csv_rows(text: str):
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _csv_rows(lines: Iterable[str]):
+    reader = csv.DictReader(lines)
     if not reader.fieldnames:
         return
     # JSON-looking cells (conversation lists, responses, metadata) are decoded; plain text stays text.
@@ -261,9 +309,11 @@ def _csv_rows(text: str):
                 continue
             if key in json_cols or (key == "prompt" and value.lstrip().startswith("[")):
                 try:
-                    value = json.loads(value)
+                    value = strict_loads(value)
                 except json.JSONDecodeError:
                     error = error or f'column "{key}" is not valid JSON'
+                except BadInput as exc:
+                    error = error or f'column "{key}": {exc}'
             row[key] = value
         # CSV responses may also come as response_1/model_1, response_2/model_2, ... columns.
         numbered = sorted(
@@ -277,61 +327,126 @@ def _csv_rows(text: str):
         line = reader.line_num + 1
 
 
-def parse_import(data: bytes, filename: str = "") -> tuple[str, list[ParsedPrompt]]:
-    """Return (format, prompts) or raise ImportFileError listing every bad line."""
-    text = _decode(data)
+def content_digest(p: ParsedPrompt) -> bytes:
+    """What makes a row the same row again: its conversation and its candidate texts (not metadata)."""
+    key = json.dumps([p.context, p.text, [c.text for c in p.candidates]], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass
+class ImportPlan:
+    """A validated file: its format and each row's line and content digest (the rows themselves are not kept)."""
+
+    fmt: str
+    is_csv: bool
+    rows: list[tuple[int, bytes]]
+
+
+def _fatal(message: str, line: int = 0) -> ImportFileError:
+    return ImportFileError([ImportErrorLine(line, message)])
+
+
+@contextlib.contextmanager
+def _reading():
+    """Errors of the byte stream itself (size, gzip) end the whole validation with one message."""
+    try:
+        yield
+    except _TooLarge:
+        raise _fatal(f"file is larger than {settings.CHORUS_IMPORT_MAX_BYTES} bytes uncompressed") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _fatal(f"not a valid gzip file ({exc})") from exc
+
+
+def _is_csv(fileobj: IO[bytes], filename: str) -> bool:
     name = filename.lower().removesuffix(".gz")
-    is_csv = name.endswith(".csv") or (not name.endswith((".jsonl", ".json", ".ndjson")) and _looks_csv(text))
-    rows = _csv_rows(text) if is_csv else _jsonl_rows(text)
-    errors: list[ImportErrorLine] = []
-    parsed: list[ParsedPrompt] = []
+    if name.endswith(".csv"):
+        return True
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return False
+    with _reading():
+        head = _open(fileobj).read(64 * 1024)
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
+    return first not in ("{", "[", "")
+
+
+def _parsed_rows(fileobj: IO[bytes], is_csv: bool) -> Iterator[tuple[int, str | None, ParsedPrompt | None, str]]:
+    """(line, format, parsed row or None, error message or "") for every row, reading the file once."""
+    lines = _text_lines(_open(fileobj))
+    rows = _csv_rows(lines) if is_csv else _jsonl_rows(lines)
     fmt: str | None = None
     fmt_line = 0
+    for line, row, error in rows:
+        if error:
+            yield line, fmt, None, error
+            continue
+        if not isinstance(row, dict):
+            yield line, fmt, None, "each row must be a JSON object"
+            continue
+        row_fmt = detect_format(row)
+        if row_fmt is None:
+            yield line, fmt, None, ('unrecognised row: expected {"prompt","chosen","rejected"}, '
+                                    '{"prompt","responses"} or hh-rlhf {"chosen","rejected"}')
+            continue
+        if fmt is None:
+            fmt, fmt_line = row_fmt, line
+        elif row_fmt != fmt:
+            yield line, fmt, None, f'row is in "{row_fmt}" form but the file is "{fmt}" (line {fmt_line})'
+            continue
+        try:
+            yield line, fmt, PARSERS[fmt](row, line), ""
+        except RowError as exc:
+            yield line, fmt, None, str(exc)
+
+
+def validate_import(fileobj: IO[bytes], filename: str = "") -> ImportPlan:
+    """Read and check the whole file as a stream, keeping only each row's digest; raise ImportFileError
+    listing every bad line (or the one problem that stopped reading: size, gzip, encoding)."""
+    is_csv = _is_csv(fileobj, filename)
+    errors: list[ImportErrorLine] = []
+    digests: list[tuple[int, bytes]] = []
+    fmt: str | None = None
     max_rows = settings.CHORUS_IMPORT_MAX_ROWS
     count = 0
     try:
-        for line, row, error in rows:
-            count += 1
-            if count > max_rows:
-                errors.append(ImportErrorLine(line, f"too many rows: the limit is {max_rows}"))
-                break
-            if error:
-                errors.append(ImportErrorLine(line, error))
-                continue
-            if not isinstance(row, dict):
-                errors.append(ImportErrorLine(line, "each row must be a JSON object"))
-                continue
-            row_fmt = detect_format(row)
-            if row_fmt is None:
-                errors.append(
-                    ImportErrorLine(
-                        line, 'unrecognised row: expected {"prompt","chosen","rejected"}, '
-                        '{"prompt","responses"} or hh-rlhf {"chosen","rejected"}'
-                    )
-                )
-                continue
-            if fmt is None:
-                fmt, fmt_line = row_fmt, line
-            elif row_fmt != fmt:
-                errors.append(ImportErrorLine(line, f'row is in "{row_fmt}" form but the file is "{fmt}" (line {fmt_line})'))
-                continue
-            try:
-                parsed.append(PARSERS[fmt](row, line))
-            except RowError as exc:
-                errors.append(ImportErrorLine(line, str(exc)))
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                errors.append(ImportErrorLine(line, "too many errors; stopped reading"))
-                break
+        with _reading():
+            for line, row_fmt, parsed, error in _parsed_rows(fileobj, is_csv):
+                fmt = row_fmt
+                count += 1
+                if count > max_rows:
+                    errors.append(ImportErrorLine(line, f"too many rows: the limit is {max_rows}"))
+                    break
+                if parsed is None:
+                    errors.append(ImportErrorLine(line, error))
+                else:
+                    digests.append((line, content_digest(parsed)))
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    errors.append(ImportErrorLine(line, "too many errors; stopped reading"))
+                    break
     except csv.Error as exc:
         errors.append(ImportErrorLine(0, f"CSV error: {exc}"))
-    if not errors and not parsed:
+    if not errors and not digests:
         errors.append(ImportErrorLine(0, "the file has no rows"))
     if errors:
         raise ImportFileError(errors)
     assert fmt is not None
-    return fmt, parsed
+    return ImportPlan(fmt, is_csv, digests)
 
 
-def _looks_csv(text: str) -> bool:
-    first = text.lstrip()[:1]
-    return first not in ("{", "[", "")
+def iter_import(fileobj: IO[bytes], plan: ImportPlan) -> Iterator[ParsedPrompt]:
+    """The rows of a file validate_import accepted, parsed again one at a time (memory stays flat)."""
+    with _reading():
+        for _line, _fmt, parsed, _error in _parsed_rows(fileobj, plan.is_csv):
+            assert parsed is not None, "the file changed after validation"
+            yield parsed
+
+
+def as_file(data: bytes | IO[bytes]) -> IO[bytes]:
+    return io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+
+
+def parse_import(data: bytes | IO[bytes], filename: str = "") -> tuple[str, list[ParsedPrompt]]:
+    """Return (format, prompts) or raise ImportFileError listing every bad line (small files and tests;
+    the import service streams with validate_import / iter_import instead)."""
+    fileobj = as_file(data)
+    plan = validate_import(fileobj, filename)
+    return plan.fmt, list(iter_import(fileobj, plan))

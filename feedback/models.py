@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 from django.conf import settings
@@ -69,6 +70,9 @@ class Prompt(models.Model):
     context = models.JSONField(default=list, blank=True)
     text = models.TextField()  # the final user turn the candidates answer
     metadata = models.JSONField(default=dict, blank=True)
+    # sha256 of the row's content (context, prompt, candidate texts): a re-imported file or a repeated row
+    # is noticed and refused unless the researcher confirms (feedback.services.study_import).
+    content_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -131,6 +135,10 @@ class Annotator(models.Model):
     profile_completed_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     completion_code = models.CharField(max_length=16, default=_completion_code)
+    # sha256 of the resume secret kept in the participant's own browser (a signed cookie) and returned to API
+    # clients at their first join only. A crowd id alone is public to the platform and guessable, so a
+    # rejoin must prove it is the same person: the secret, the session, the API token or a signed link.
+    resume_secret_hash = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -142,6 +150,11 @@ class Annotator(models.Model):
 
     def __str__(self) -> str:
         return self.pseudonym
+
+    def resume_secret_matches(self, secret: str) -> bool:
+        if not secret or not self.resume_secret_hash:
+            return False
+        return hmac.compare_digest(self.resume_secret_hash, hashlib.sha256(secret.encode()).hexdigest())
 
 
 class Profile(models.Model):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from feedback.validation import text_problem
+
 PREFER_NOT = "prefer-not-to-say"
 
 # PRISM's eight stated-preference attributes, each rated on a 1–100 slider.
@@ -174,6 +176,8 @@ def clean_profile(data: dict[str, Any], *, allowed: list[str]) -> dict[str, Any]
         elif spec.kind == "text":
             if not isinstance(value, str) or len(value) > spec.max_length:
                 errors[name] = f"must be text of at most {spec.max_length} characters"
+            elif problem := text_problem(value):
+                errors[name] = problem
             else:
                 cleaned[name] = value.strip()
     if errors:

@@ -117,6 +117,7 @@ class ImportFileSerializer(serializers.Serializer):
 
 class ImportResultSerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=["trl", "responses", "hh"])
+    duplicates = serializers.IntegerField(help_text="Rows that were already in the study (allow_duplicates=1).")
     prompts = serializers.IntegerField()
     candidates = serializers.IntegerField()
     pairs = serializers.IntegerField()
@@ -131,7 +132,14 @@ class JoinSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         default="",
-        help_text="Crowd-platform id (e.g. a Prolific PID); rejoining with it resumes the same annotator.",
+        help_text="Crowd-platform id (e.g. a Prolific PID). Rejoining with it needs resume_token.",
+    )
+    resume_token = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The resume_token returned by this participant's first join (proves a rejoin is theirs).",
     )
 
 
@@ -142,6 +150,19 @@ class JoinResultSerializer(serializers.Serializer):
     consent_required = serializers.BooleanField(
         help_text="True until the annotator consents (if the study asks)."
     )
+    resume_token = serializers.CharField(
+        required=False,
+        help_text="Only on the first join (201): send it with a later join to resume. Never shown again.",
+    )
+
+
+class ResumeLinkRequestSerializer(serializers.Serializer):
+    external_id = serializers.CharField(max_length=200, help_text="The participant's crowd-platform id.")
+
+
+class ResumeLinkSerializer(serializers.Serializer):
+    url = serializers.CharField(help_text="Signed, single-use link that continues the participant's session.")
+    expires_in_seconds = serializers.IntegerField()
 
 
 class MeSerializer(serializers.Serializer):

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from feedback.importers import parse_import
+from feedback.importers import ImportPlan, ParsedPrompt, as_file, content_digest, iter_import, validate_import
 from feedback.models import (
     Annotator,
     Assignment,
@@ -100,59 +103,138 @@ class ImportResult:
     prompts: int
     candidates: int
     pairs: int
+    duplicates: int = 0  # rows already in the study (or repeated in the file), imported on confirmation
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "prompts": self.prompts, "candidates": self.candidates, "pairs": self.pairs}
+        return {"format": self.format, "prompts": self.prompts, "candidates": self.candidates, "pairs": self.pairs,
+                "duplicates": self.duplicates}
 
 
-def study_import(*, study: Study, data: bytes, filename: str = "") -> ImportResult:
-    """Validate the whole file, then store it in one transaction (raises ImportFileError, storing nothing)."""
-    fmt, parsed = parse_import(data, filename)
-    with transaction.atomic():
-        prompts = Prompt.objects.bulk_create(
-            [Prompt(study=study, text=p.text, context=p.context, metadata=p.metadata) for p in parsed],
-            batch_size=500,
+class DuplicateImport(ServiceError):
+    """Rows of the file are already in the study (a re-imported file) or repeat within it."""
+
+    def __init__(self, *, lines: list[int], n_rows: int):
+        self.lines = lines
+        self.n_rows = n_rows
+        shown = ", ".join(str(n) for n in lines[:10]) + (" …" if len(lines) > 10 else "")
+        whole = " (the whole file: was it imported before?)" if len(lines) == n_rows else ""
+        super().__init__(
+            f"{len(lines)} of {n_rows} rows are already in this study or repeat in the file{whole}; "
+            f"lines {shown}. Nothing was imported; confirm to import them again anyway.",
+            code="conflict",
         )
-        cands: list[Candidate] = []
-        for prompt, p in zip(prompts, parsed, strict=True):
-            cands += [
-                Candidate(prompt=prompt, text=c.text, model_name=c.model_name, metadata=c.metadata, text_hash=text_hash(c.text))
-                for c in p.candidates
-            ]
-        cands = Candidate.objects.bulk_create(cands, batch_size=500)
-        pairs: list[Pair] = []
-        offset = 0
-        for prompt, p in zip(prompts, parsed, strict=True):
-            mine = cands[offset : offset + len(p.candidates)]
-            offset += len(p.candidates)
-            pairs += [
-                Pair(study=study, prompt=prompt, candidate_a=mine[i], candidate_b=mine[j], reference_choice=ref)
-                for i, j, ref in p.pairs
-            ]
-        Pair.objects.bulk_create(pairs, batch_size=1000)
+
+
+def _duplicate_lines(study: Study, plan: ImportPlan) -> list[int]:
+    seen: set[bytes] = set()
+    lines: list[int] = []
+    for i in range(0, len(plan.rows), 1000):
+        chunk = plan.rows[i : i + 1000]
+        stored = set(
+            Prompt.objects.filter(study=study, content_hash__in=[d.hex() for _, d in chunk]).values_list(
+                "content_hash", flat=True
+            )
+        )
+        for line, digest in chunk:
+            if digest in seen or digest.hex() in stored:
+                lines.append(line)
+            seen.add(digest)
+    return lines
+
+
+IMPORT_BATCH_ROWS = 500
+
+
+def _store_batch(study: Study, parsed: list[ParsedPrompt]) -> tuple[int, int, int]:
+    prompts = Prompt.objects.bulk_create(
+        [Prompt(study=study, text=p.text, context=p.context, metadata=p.metadata,
+                content_hash=content_digest(p).hex()) for p in parsed]
+    )
+    cands: list[Candidate] = []
+    for prompt, p in zip(prompts, parsed, strict=True):
+        cands += [
+            Candidate(prompt=prompt, text=c.text, model_name=c.model_name, metadata=c.metadata, text_hash=text_hash(c.text))
+            for c in p.candidates
+        ]
+    cands = Candidate.objects.bulk_create(cands)
+    pairs: list[Pair] = []
+    offset = 0
+    for prompt, p in zip(prompts, parsed, strict=True):
+        mine = cands[offset : offset + len(p.candidates)]
+        offset += len(p.candidates)
+        pairs += [
+            Pair(study=study, prompt=prompt, candidate_a=mine[i], candidate_b=mine[j], reference_choice=ref)
+            for i, j, ref in p.pairs
+        ]
+    Pair.objects.bulk_create(pairs, batch_size=1000)
+    return len(prompts), len(cands), len(pairs)
+
+
+def study_import(
+    *, study: Study, data: bytes | IO[bytes], filename: str = "", allow_duplicates: bool = False
+) -> ImportResult:
+    """Validate the whole file, then store it in one transaction (raises ImportFileError, storing nothing).
+
+    The file is read as a stream twice (validate, then store in batches), so memory stays flat however many
+    rows it has. Rows already in the study, or repeated in the file, raise DuplicateImport unless
+    `allow_duplicates` (the researcher confirmed).
+    """
+    fileobj = as_file(data)
+    plan = validate_import(fileobj, filename)
+    duplicates = _duplicate_lines(study, plan)
+    if duplicates and not allow_duplicates:
+        raise DuplicateImport(lines=duplicates, n_rows=len(plan.rows))
+    totals = [0, 0, 0]
+    with transaction.atomic():
+        batch: list[ParsedPrompt] = []
+        for parsed in iter_import(fileobj, plan):
+            batch.append(parsed)
+            if len(batch) >= IMPORT_BATCH_ROWS:
+                totals = [t + n for t, n in zip(totals, _store_batch(study, batch), strict=True)]
+                batch = []
+        if batch:
+            totals = [t + n for t, n in zip(totals, _store_batch(study, batch), strict=True)]
         for imported_hook in study_imported_hooks:
             transaction.on_commit(functools.partial(imported_hook, study))
-    return ImportResult(fmt, len(prompts), len(cands), len(pairs))
+    return ImportResult(plan.fmt, totals[0], totals[1], totals[2], duplicates=len(duplicates))
 
 
 def _username() -> str:
     return "annotator-" + uuid.uuid4().hex[:16]
 
 
+class ResumeRefused(ServiceError):
+    """A crowd id that has already joined, without proof that the caller is that participant."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this participant id has already joined this study; to continue, use the browser you started in "
+            "or the personal resume link the researchers can send you",
+            code="forbidden",
+        )
+
+
 @transaction.atomic
-def annotator_join(*, study: Study, external_id: str = "") -> tuple[Annotator, bool]:
+def annotator_join(*, study: Study, external_id: str = "", resume_secret: str = "") -> tuple[Annotator, bool]:
     """A crowdworker joins; returns (annotator, created).
 
-    The same crowd-platform id rejoining resumes the same annotator: a worker who closed the tab
-    must not start over or be counted twice.
+    A crowd-platform id that has joined before resumes the same annotator only with that annotator's resume
+    secret (kept in their own browser, or returned to API clients at the first join): a crowd id is known to
+    the platform, shared in screenshots and often guessable, so on its own it proves nothing. Without the
+    secret the join is refused (ResumeRefused) and nothing is created. Callers that already authenticated the
+    annotator (their session or API token) resume without calling this.
     """
     if not study.is_open():
         raise ServiceError("this study is not accepting annotators", code="forbidden")
-    external_id = (external_id or "").strip()[:200]
+    external_id = (external_id or "").strip()
+    if len(external_id) > 200:
+        raise ServiceError("external_id must be at most 200 characters")
     if external_id:
         existing = Annotator.objects.filter(study=study, external_id=external_id).select_related("user").first()
         if existing:
-            return existing, False
+            if existing.resume_secret_matches(resume_secret):
+                return existing, False
+            raise ResumeRefused()
     user = User.objects.create_user(username=_username())
     user.set_unusable_password()
     user.save(update_fields=["password"])
@@ -160,11 +242,47 @@ def annotator_join(*, study: Study, external_id: str = "") -> tuple[Annotator, b
         with transaction.atomic():
             annotator = Annotator.objects.create(study=study, user=user, external_id=external_id)
     except IntegrityError:
-        # Two tabs joined with the same id at once: the other one won.
+        # Two requests joined with the same id at once: the other one won, and this one has no proof.
         user.delete()
-        return Annotator.objects.get(study=study, external_id=external_id), False
+        raise ResumeRefused() from None
     Profile.objects.create(annotator=annotator)
     return annotator, True
+
+
+def annotator_resume_secret_issue(*, annotator: Annotator) -> str:
+    """A new resume secret for the annotator (only its hash is stored); any earlier secret stops working."""
+    secret = secrets.token_urlsafe(24)
+    annotator.resume_secret_hash = hashlib.sha256(secret.encode()).hexdigest()
+    annotator.save(update_fields=["resume_secret_hash"])
+    return secret
+
+
+RESUME_LINK_SALT = "chorus.resume-link"
+
+
+def annotator_resume_link_token(*, annotator: Annotator) -> str:
+    """A signed, expiring token for a per-participant resume link (researchers hand it out).
+
+    It names the annotator and the first characters of their current resume-secret hash, so using the link
+    (which issues a new secret) or issuing another secret revokes it: each link works once.
+    """
+    if not annotator.resume_secret_hash:
+        annotator_resume_secret_issue(annotator=annotator)
+    return signing.dumps({"a": annotator.pk, "h": annotator.resume_secret_hash[:16]}, salt=RESUME_LINK_SALT)
+
+
+def annotator_from_resume_link(*, study: Study, token: str) -> Annotator:
+    """The annotator a resume link names; ServiceError when it is forged, expired, used or for another study."""
+    try:
+        data = signing.loads(token, salt=RESUME_LINK_SALT, max_age=settings.CHORUS_RESUME_LINK_MAX_AGE_SECONDS)
+    except signing.SignatureExpired as exc:
+        raise ServiceError("this resume link has expired; ask the researchers for a new one", code="forbidden") from exc
+    except signing.BadSignature as exc:
+        raise ServiceError("this resume link is not valid", code="forbidden") from exc
+    annotator = Annotator.objects.select_related("study", "user").filter(pk=data.get("a"), study=study).first()
+    if annotator is None or not annotator.resume_secret_hash.startswith(str(data.get("h")) or "-"):
+        raise ServiceError("this resume link is not valid (or was used already)", code="forbidden")
+    return annotator
 
 
 def annotator_consent(*, annotator: Annotator) -> Annotator:
@@ -304,6 +422,37 @@ def _validate_judgment_fields(choice: str, strength: int | None, rationale: str,
         raise ServiceError("client_key must be a string of 1 to 64 characters")
 
 
+class ClientKeyConflict(ServiceError):
+    """The client_key was used before for a different judgment; `judgment` is the stored one."""
+
+    def __init__(self, judgment: Judgment):
+        super().__init__(
+            "this client_key was already used for a different judgment (another pair or other answers); "
+            "use a new client_key for a new judgment",
+            code="conflict",
+        )
+        self.judgment = judgment
+
+
+def _replay(existing: Judgment, *, pair: Pair, choice: str, strength: int | None, rationale: Any) -> Judgment:
+    """The stored judgment for a retried submission; ClientKeyConflict when the retry says something else.
+
+    time_ms is not compared: a client may measure it again when it resends.
+    """
+    if choice == Judgment.Choice.TIE:
+        strength = None
+    same = (
+        existing.pair_id == pair.pk
+        and existing.choice == choice
+        and existing.strength == strength
+        and isinstance(rationale, str)
+        and existing.rationale == rationale.strip()
+    )
+    if not same:
+        raise ClientKeyConflict(existing)
+    return existing
+
+
 def judgment_create(
     *,
     annotator: Annotator,
@@ -316,18 +465,23 @@ def judgment_create(
 ) -> tuple[Judgment, bool]:
     """Record the annotator's judgment of their open assignment of `pair`; returns (judgment, created).
 
-    Idempotent on client_key: a retried submission returns the stored judgment untouched, whatever else it
-    carries. The stored one is looked up only when the submission cannot be recorded (invalid, pair not open
-    for the annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
+    Idempotent on client_key: a retried submission (same pair and answers) returns the stored judgment; the
+    same key with another pair or other answers raises ClientKeyConflict carrying the stored one. The stored
+    one is looked up only when the submission cannot be recorded (invalid, pair not open for the annotator,
+    finished annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
     """
+    replay = functools.partial(_replay, pair=pair, choice=choice, strength=strength, rationale=rationale)
     try:
         _validate_judgment_fields(choice, strength, rationale, time_ms, client_key)
         if pair.study_id != annotator.study_id:
             raise ServiceError("this pair belongs to another study", code="not_found")
+        if annotator.completed_at is not None:
+            raise ServiceError("you have finished this study; it takes no more judgments", code="forbidden")
     except ServiceError:
-        existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
+        existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first() if isinstance(
+            client_key, str) else None
         if existing is not None:
-            return existing, False
+            return replay(existing), False
         raise
     if choice == Judgment.Choice.TIE:
         strength = None  # a tie has no direction, so no strength
@@ -342,7 +496,7 @@ def judgment_create(
             if assignment is None:
                 existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
                 if existing is not None:  # a retry of the judgment that closed this assignment
-                    return existing, False
+                    return replay(existing), False
                 raise ServiceError("this pair is not assigned to you (or was already judged)")
             now = timezone.now()
             judgment = Judgment.objects.create(
@@ -368,7 +522,7 @@ def judgment_create(
         existing = Judgment.objects.filter(annotator=annotator, client_key=client_key).first()
         if existing is None:
             raise
-        return existing, False
+        return replay(existing), False
     return judgment, True
 
 

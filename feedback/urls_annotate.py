@@ -6,6 +6,7 @@ from feedback import views_annotate
 
 urlpatterns = [
     path("s/<slug:slug>/join", views_annotate.join, name="join"),
+    path("s/<slug:slug>/resume/<str:token>", views_annotate.resume, name="resume"),
     path("s/<slug:slug>/consent", views_annotate.consent, name="consent"),
     path("s/<slug:slug>/profile", views_annotate.profile, name="profile"),
     path("s/<slug:slug>/compare", views_annotate.compare, name="compare"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import login
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.http import HttpRequest as _HttpRequest
@@ -106,7 +107,8 @@ def _join_redirect(study_slug: str) -> HttpResponse:
 
 def _external_id(params: Any) -> str:
     # Prolific sends PROLIFIC_PID (and STUDY_ID / SESSION_ID, which we do not need); others send pid.
-    return (params.get("pid") or params.get("PROLIFIC_PID") or "").strip()[:200]
+    # Not cut to length: the join refuses an over-long id with a message (the API's rule too).
+    return (params.get("pid") or params.get("PROLIFIC_PID") or "").strip()
 
 
 # --- join / consent / profile -----------------------------------------------------------------------
@@ -124,18 +126,88 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
     if not study.is_open():
         return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
     if request.method == "POST":
-        try:
-            annotator, _created = services.annotator_join(study=study, external_id=pid)
-        except services.ServiceError:
-            # Closed between GET and POST.
-            return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
-        # login() flushes the previous session when the user changes, so a researcher who pressed
-        # Start is logged out of their account here (the join page warned them).
-        login(request, annotator.user, backend=AUTH_BACKEND)
-        return redirect(_step_url(annotator))
+        return _join_post(request, study, pid)
+    if pid and not _may_resume(request, study, pid):
+        # Say so before Start: this crowd id joined from another browser and this one cannot prove it.
+        return _resume_refused(request, study, str(services.ResumeRefused()))
     is_staff_session = request.user.is_authenticated and current is None
     context = {"study": study, "pid": pid, "logged_in_as": request.user if is_staff_session else None}
     return render(request, "feedback/annotate/join.html", context)
+
+
+def _join_post(request: HttpRequest, study: Study, pid: str) -> HttpResponse:
+    try:
+        annotator, created = services.annotator_join(
+            study=study, external_id=pid, resume_secret=_resume_cookie(request, study)
+        )
+    except services.ResumeRefused as exc:
+        return _resume_refused(request, study, str(exc))
+    except services.ServiceError as exc:
+        if exc.code == "invalid":  # e.g. an over-long participant id
+            return HttpResponseBadRequest(f"This link is not valid: {exc}.", content_type="text/plain; charset=utf-8")
+        # Closed between GET and POST.
+        return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
+    return _log_in_annotator(request, annotator, new_secret=created)
+
+
+def _log_in_annotator(request: HttpRequest, annotator: Annotator, *, new_secret: bool) -> HttpResponse:
+    # login() flushes the previous session when the user changes, so a researcher who pressed
+    # Start is logged out of their account here (the join page warned them).
+    login(request, annotator.user, backend=AUTH_BACKEND)
+    response = redirect(_step_url(annotator))
+    if new_secret:
+        secret = services.annotator_resume_secret_issue(annotator=annotator)
+        _set_resume_cookie(response, annotator.study, secret)
+    return response
+
+
+# --- resume proof -----------------------------------------------------------------------------------
+# The browser that first joined keeps a resume secret in a signed, HttpOnly cookie (only its hash is
+# stored). It outlives the session, so a participant whose session expired resumes in the same browser;
+# another browser that only knows the crowd id is refused and told to use a resume link.
+
+RESUME_COOKIE_SALT = "chorus.resume-cookie"
+
+
+def _resume_cookie_name(study: Study) -> str:
+    return f"chorus_resume_{study.pk}"
+
+
+def _resume_cookie(request: HttpRequest, study: Study) -> str:
+    return request.get_signed_cookie(
+        _resume_cookie_name(study), default="", salt=RESUME_COOKIE_SALT,
+        max_age=settings.CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS,
+    ) or ""
+
+
+def _set_resume_cookie(response: HttpResponse, study: Study, secret: str) -> None:
+    response.set_signed_cookie(
+        _resume_cookie_name(study), secret, salt=RESUME_COOKIE_SALT,
+        max_age=settings.CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS, path=f"/s/{study.slug}/",
+        httponly=True, samesite="Lax", secure=settings.SESSION_COOKIE_SECURE,
+    )
+
+
+def _may_resume(request: HttpRequest, study: Study, pid: str) -> bool:
+    """True when `pid` is new to the study or this browser holds its resume secret."""
+    existing = Annotator.objects.filter(study=study, external_id=pid).only("resume_secret_hash").first()
+    return existing is None or existing.resume_secret_matches(_resume_cookie(request, study))
+
+
+def _resume_refused(request: HttpRequest, study: Study, message: str) -> HttpResponse:
+    return render(request, "feedback/annotate/resume_refused.html", {"study": study, "message": message}, status=403)
+
+
+@require_http_methods(["GET"])
+def resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
+    """A per-participant resume link (signed, expiring, single use): log this browser in as that annotator."""
+    study = get_object_or_404(Study, slug=slug)
+    try:
+        annotator = services.annotator_from_resume_link(study=study, token=token)
+    except services.ServiceError as exc:
+        return _resume_refused(request, study, str(exc))
+    # A new secret for this browser; it also revokes the link.
+    return _log_in_annotator(request, annotator, new_secret=True)
 
 
 @require_http_methods(["GET", "POST"])
@@ -300,7 +372,9 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
             choice=_screen_to_pair_choice(screen_choice, assignment.shown_order),
             client_key=client_key,
             strength=strength,
-            rationale=post.get("rationale", "")[:5000],
+            # The same rule as the API: over-long text is refused with a message, never cut. Browsers send a
+            # newline as CRLF but count it as one character against the textarea's maxlength.
+            rationale=post.get("rationale", "").replace("\r\n", "\n"),
             time_ms=time_ms,
         )
     except services.ServiceError as exc:

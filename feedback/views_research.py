@@ -167,12 +167,19 @@ def study_import(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         form = ImportForm()
     errors = []
+    duplicate: services.DuplicateImport | None = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
-            result = services.study_import(study=study, data=upload.read(), filename=upload.name)
+            # The upload is a (temporary) file: the importer streams it, never reading it whole.
+            result = services.study_import(
+                study=study, data=upload, filename=upload.name,
+                allow_duplicates=form.cleaned_data["allow_duplicates"],
+            )
         except ImportFileError as exc:
             errors = exc.errors
+        except services.DuplicateImport as exc:
+            duplicate = exc
         else:
             messages.success(
                 request,
@@ -184,6 +191,7 @@ def study_import(request: HttpRequest, pk: int) -> HttpResponse:
         "study": study,
         "form": form,
         "errors": errors,
+        "duplicate": duplicate,
         "examples": IMPORT_EXAMPLES,
         "filename": getattr(request.FILES.get("file"), "name", ""),
     }
@@ -191,5 +199,5 @@ def study_import(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "feedback/research/study_import.html",
         context,
-        status=400 if request.method == "POST" else 200,
+        status=(409 if duplicate else 400) if request.method == "POST" else 200,
     )

@@ -31,6 +31,7 @@ from feedback.api_views import (
 from feedback.models import Annotator, Candidate
 from feedback.serializers import StudySerializer
 from training import services
+from training.broker import broker_down
 from training.models import ModelVersion
 from training.serializers import (
     ModelVersionSerializer,
@@ -64,8 +65,12 @@ class RetrainView(ChorusAPIView):
             version = services.model_version_request(study=study, kind=serializer.validated_data.get("kind"))
         except services.NotEnoughJudgments as exc:
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
-        version.refresh_from_db(fields=["status"])  # eager (embedded) mode has trained it already
-        body = {"model_version_id": version.pk, "status": version.status}
+        version.refresh_from_db(fields=["status", "enqueued_at"])  # eager (embedded) mode has trained it already
+        down = version.status == ModelVersion.Status.QUEUED and version.enqueued_at is None and broker_down()
+        body: dict = {"model_version_id": version.pk, "status": version.status, "broker_down": down}
+        if down:
+            body["detail"] = ("the task broker is unreachable: the job is queued and will be sent automatically "
+                              "once the broker is back")
         return Response(RetrainResultSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 

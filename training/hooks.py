@@ -15,16 +15,20 @@ log = logging.getLogger(__name__)
 
 def on_judgment_created(judgment: Judgment) -> None:
     from feedback.realtime import send_event, study_group
+    from training.broker import publish
     from training.tasks import judgment_recorded
 
     study_id = judgment.pair.study_id
     # Live dashboards refresh on this; the payload is tiny and carries no annotator data.
     send_event(study_group(study_id), "judgment", {"pair_id": judgment.pair_id})
     try:
-        # One broker publish per judgment (the task updates the posterior, then checks retraining).
-        judgment_recorded.delay(judgment.annotator_id, study_id)
-    except Exception:
-        log.warning("could not enqueue training for judgment %s; it will catch up", judgment.pk, exc_info=True)
+        # One broker publish per judgment (the task updates the posterior, then checks retraining). A down
+        # broker costs nothing here (training.broker's circuit breaker); the sweep catches the posterior up.
+        sent = publish(lambda: judgment_recorded.delay(judgment.annotator_id, study_id), what=f"judgment {judgment.pk}")
+    except Exception:  # in-process (eager) mode: a failing task must not fail the saved judgment
+        sent = False
+    if not sent:
+        log.warning("could not enqueue training for judgment %s; it will catch up", judgment.pk)
 
 
 def on_study_imported(study: Study) -> None:
@@ -34,7 +38,11 @@ def on_study_imported(study: Study) -> None:
 
     if not settings.CHORUS_EMBED_ON_IMPORT:
         return
+    from training.broker import publish
+
     try:
-        embed_study_texts.delay(study.pk)
-    except Exception:
-        log.warning("could not enqueue embedding of study %s", study.pk, exc_info=True)
+        sent = publish(lambda: embed_study_texts.delay(study.pk), what=f"embedding of study {study.pk}")
+    except Exception:  # in-process (eager) mode
+        sent = False
+    if not sent:
+        log.warning("could not enqueue embedding of study %s", study.pk)

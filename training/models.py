@@ -50,6 +50,9 @@ class ModelVersion(models.Model):
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the training message was last handed to the broker (null: never, e.g. the broker was down);
+    # the recovery sweep re-sends queued versions whose message is missing or long overdue.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # Refreshed while training; a stale heartbeat means the worker died and the job may be re-claimed.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

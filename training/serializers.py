@@ -19,6 +19,11 @@ class RetrainRequestSerializer(serializers.Serializer):
 class RetrainResultSerializer(serializers.Serializer):
     model_version_id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=ModelVersion.Status.choices)
+    broker_down = serializers.BooleanField(
+        help_text="True when the task broker could not be reached: the job stays queued and is sent by the "
+        "recovery sweep once the broker is back."
+    )
+    detail = serializers.CharField(required=False)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -155,9 +155,10 @@ def model_version_request(*, study: Study, kind: str | None = None) -> ModelVers
             )
         cutoff = Judgment.objects.filter(pair__study=study).aggregate(m=Max("id"))["m"] or 0
         version = ModelVersion.objects.create(study=study, kind=kind, data_cutoff=cutoff)
-        from training.tasks import retrain_study_model
+        from training.recovery import send_training_job
 
-        transaction.on_commit(lambda: retrain_study_model.delay(version.pk))
+        # After COMMIT (the worker must find the row); a down broker leaves it queued for the sweep to re-send.
+        transaction.on_commit(functools.partial(send_training_job, version.pk))
     return version
 
 
@@ -377,9 +378,12 @@ def _train_and_evaluate(version: ModelVersion) -> None:
             error="",
         )
         if better:
+            from training.broker import publish
             from training.tasks import refresh_study_posteriors
 
-            transaction.on_commit(lambda: refresh_study_posteriors.delay(study.pk))
+            # A lost message here only delays the refresh: the sweep catches lagging posteriors up.
+            transaction.on_commit(lambda: publish(lambda: refresh_study_posteriors.delay(study.pk),
+                                                  what=f"posterior refresh of study {study.pk}"))
 
 
 def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | None:

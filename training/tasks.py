@@ -6,10 +6,13 @@ updates stay on `default`. Tasks are acks_late, so a worker killed mid-task hand
 
 from __future__ import annotations
 
+import functools
+
 from celery import shared_task
 
 from feedback.models import Annotator, Study
 from training import embeddings, services
+from training.broker import publish
 
 
 @shared_task(bind=True, max_retries=5, default_retry_delay=30, acks_late=True)
@@ -54,7 +57,7 @@ def judgment_recorded(annotator_id: int, study_id: int) -> None:
     except Annotator.DoesNotExist:
         pass
     except Exception:
-        update_annotator_posterior.delay(annotator_id)
+        publish(lambda: update_annotator_posterior.delay(annotator_id), what=f"posterior of {annotator_id}")
     maybe_retrain(study_id)
 
 
@@ -63,7 +66,9 @@ def refresh_study_posteriors(study_id: int) -> int:
     """After a new version becomes active, rebuild every annotator's posterior under it."""
     ids = list(Annotator.objects.filter(study_id=study_id, judgments__isnull=False).distinct().values_list("id", flat=True))
     for annotator_id in ids:
-        update_annotator_posterior.delay(annotator_id)
+        if not publish(functools.partial(update_annotator_posterior.delay, annotator_id),
+                       what=f"posterior of {annotator_id}"):
+            break  # broker down: the sweep updates the rest once it is back
     return len(ids)
 
 
@@ -82,3 +87,12 @@ def retrain_due_studies() -> int:
         if services.retrain_if_due(study=study):
             n += 1
     return n
+
+
+@shared_task
+def training_sweep() -> dict[str, int]:
+    """Beat (every CHORUS_SWEEP_SECONDS): re-send lost training jobs, take over dead workers' jobs, catch up
+    lagging posteriors (training.recovery)."""
+    from training import recovery
+
+    return recovery.training_sweep().as_dict()

@@ -9,6 +9,7 @@ dashboard.js hears a new judgment or model version on the study's websocket.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -26,10 +27,12 @@ from feedback import selectors
 from feedback.models import Annotator, Judgment, Profile, Study
 from feedback.profile_schema import FIELDS_BY_NAME, STATED_PREFS, groupable_fields
 from training import downloads
+from training.broker import broker_down
 from training.dashboard import study_dashboard
 from training.models import AnnotatorPosterior
 from training.services import active_version
 
+log = logging.getLogger(__name__)
 DEFAULT_GROUP_BY = "gender"
 CACHE_SECONDS = 600
 _STATED_LABELS = dict(STATED_PREFS)
@@ -89,10 +92,17 @@ def dashboard_data(study: Study, group_by: str) -> dict[str, Any]:
         raise ValueError(f"cannot group by {group_by!r}; choose one of {groupable_fields()}")
     digest = hashlib.sha256(repr(_fingerprint(study)).encode()).hexdigest()[:32]
     key = f"chorus:dashboard:{study.pk}:{group_by}:{digest}"
-    data = cache.get(key)
+    try:
+        data = cache.get(key)
+    except Exception:  # Redis (cache and broker) down: compute instead of failing the page
+        log.warning("dashboard cache unavailable", exc_info=True)
+        data = None
     if data is None:
         data = study_dashboard(study, group_by)
-        cache.set(key, data, CACHE_SECONDS)
+        try:
+            cache.set(key, data, CACHE_SECONDS)
+        except Exception:
+            log.warning("dashboard cache unavailable", exc_info=True)
     return data
 
 
@@ -187,6 +197,7 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
         "group_label": field_label(group_by),
         "fields": [(name, field_label(name)) for name in groupable_fields()],
         "bad_group_by": status == 400,
+        "broker_down": broker_down(),
         "study_model_url": reverse("api-study-model", args=[study.pk]),
         "dashboard_url": reverse("training:dashboard", args=[study.pk]),
         **_tables(study, data),

@@ -24,7 +24,9 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-change-me-in-production-0123456789")
+# Public, for development and tests only: config.settings.production refuses it (and empty or weak keys).
+DEV_SECRET_KEY = "insecure-dev-key-change-me-in-production-0123456789"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
@@ -45,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "csp",
     "django_htmx",
     "template_partials",
     "feedback",
@@ -53,15 +56,37 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.limits.RejectUnstorableInput",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# Content-Security-Policy (django-csp): scripts only from our own static files (or a per-response nonce for
+# a page's small inline script), no plugins, no framing, forms post only here. Styles may be inline (Plotly
+# and Swagger UI set them). Enforced everywhere, so the browser tests see what production sees.
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = None
@@ -145,7 +170,20 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# Fail fast when the broker is down: the web tier publishes inside requests, and a judgment must never wait
+# on a dead broker (a short connect timeout, one attempt, then training.broker's circuit breaker skips it).
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "1"))
+CELERY_TASK_PUBLISH_RETRY = False
+# max_retries 0: kombu's default channel otherwise keeps retrying the connection for the whole connect
+# timeout before a publish fails (~0.7 s per judgment measured, BENCHMARKS.md "Broker outage"). Workers
+# reconnect with their own retry policy (broker_connection_retry), which these options do not change.
+BROKER_FAIL_FAST_OPTIONS = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT, "max_retries": 0}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    **BROKER_FAIL_FAST_OPTIONS,
+}
+# After a failed publish, skip publishing for this long (per process); the sweep catches up afterwards.
+CHORUS_BROKER_CIRCUIT_SECONDS = env_int("CHORUS_BROKER_CIRCUIT_SECONDS", 15)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
@@ -159,6 +197,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "feedback.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # Every API error, on every endpoint (exports, dashboard, downloads too): {"detail": ..., "errors": {...}}.
+    "EXCEPTION_HANDLER": "feedback.api_views.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -182,10 +227,18 @@ CHORUS_IMPORT_MAX_BYTES = env_int("CHORUS_IMPORT_MAX_BYTES", 200 * 1024 * 1024) 
 CHORUS_IMPORT_MAX_ROWS = env_int("CHORUS_IMPORT_MAX_ROWS", 200_000)
 CHORUS_IMPORT_MAX_TEXT_CHARS = env_int("CHORUS_IMPORT_MAX_TEXT_CHARS", 2_000_000)
 CHORUS_IMPORT_MAX_RESPONSES = env_int("CHORUS_IMPORT_MAX_RESPONSES", 12)
+CHORUS_IMPORT_MAX_LINE_BYTES = env_int("CHORUS_IMPORT_MAX_LINE_BYTES", 16 * 1024 * 1024)
 # An assignment nobody judged within this many seconds goes back to the pool.
 CHORUS_ASSIGNMENT_TTL_SECONDS = env_int("CHORUS_ASSIGNMENT_TTL_SECONDS", 30 * 60)
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Request bodies: non-file form data is held in memory up to this size (then 400); uploaded files larger
+# than FILE_UPLOAD_MAX_MEMORY_SIZE go to a temporary file, never to memory. config.asgi's body cap refuses
+# anything larger than CHORUS_MAX_REQUEST_BYTES (imports: CHORUS_IMPORT_MAX_UPLOAD_BYTES) with 413 before
+# it is read, by Content-Length or by counting a body sent without one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+CHORUS_MAX_REQUEST_BYTES = env_int("CHORUS_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
+# The largest (possibly compressed) import file accepted; the uncompressed size is capped again while reading.
+CHORUS_IMPORT_MAX_UPLOAD_BYTES = env_int("CHORUS_IMPORT_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,
@@ -212,10 +265,31 @@ CHORUS_HELDOUT_FRACTION = float(os.environ.get("CHORUS_HELDOUT_FRACTION", "0.2")
 # A training job whose heartbeat is older than this is considered dead and may be claimed again.
 CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)
 
+# The recovery sweep (training.recovery): re-sends queued training jobs whose message was lost (sent longer
+# than CHORUS_TRAINING_REQUEUE_SECONDS ago, or never), takes over jobs whose heartbeat is older than
+# CHORUS_TRAINING_STALE_SECONDS, and updates annotators whose posterior lags their judgments.
+CHORUS_SWEEP_SECONDS = float(os.environ.get("CHORUS_SWEEP_SECONDS", "30"))
+CHORUS_TRAINING_REQUEUE_SECONDS = env_int("CHORUS_TRAINING_REQUEUE_SECONDS", 300)
+# A job whose worker died this many times is marked failed instead of being handed to the next worker.
+CHORUS_TRAINING_MAX_ATTEMPTS = env_int("CHORUS_TRAINING_MAX_ATTEMPTS", 3)
+# Judgments younger than this are left to the normal per-judgment task before the sweep steps in.
+CHORUS_POSTERIOR_LAG_SECONDS = env_int("CHORUS_POSTERIOR_LAG_SECONDS", 60)
+CHORUS_SWEEP_MAX_ANNOTATORS = env_int("CHORUS_SWEEP_MAX_ANNOTATORS", 500)
+
 CELERY_BEAT_SCHEDULE = {
     "retrain-due-studies": {"task": "training.tasks.retrain_due_studies", "schedule": 60.0},
+    # A sweep that waited longer than one interval (the worker was busy) is dropped: the next one is coming.
+    "training-sweep": {
+        "task": "training.tasks.training_sweep",
+        "schedule": CHORUS_SWEEP_SECONDS,
+        "options": {"expires": CHORUS_SWEEP_SECONDS},
+    },
 }
 # Active learning "mixed" selector: share of next pairs drawn overlap-balanced at random.
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
 # Embed a study's texts right after import (on the gpu queue); tests turn this off for speed.
 CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
+# A per-participant resume link (researchers hand it out) works once, within this many seconds.
+CHORUS_RESUME_LINK_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_LINK_MAX_AGE_SECONDS", 7 * 24 * 3600)
+# The browser keeps its resume secret in a signed cookie this long (the session may expire sooner).
+CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS", 30 * 24 * 3600)

@@ -37,7 +37,10 @@ CHORUS_RETRAIN_EVERY_JUDGMENTS = 10**9
 # CELERY_VISIBILITY_TIMEOUT / CHORUS_TRAINING_STALE_SECONDS are short there so a killed worker's task comes
 # back within seconds; CHORUS_FIT_EPOCHS shortens training (0 = the FitConfig default);
 # CHORUS_TEST_SLOW_FIT_SECONDS (read by training.services._fit) stretches a fit so it can be interrupted.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}  # noqa: F405
+CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),  # noqa: F405
+    **BROKER_FAIL_FAST_OPTIONS,  # noqa: F405
+}
 if os.environ.get("CHORUS_TEST_EAGER", "1") == "0":
     CELERY_TASK_ALWAYS_EAGER = False
     CELERY_TASK_EAGER_PROPAGATES = False

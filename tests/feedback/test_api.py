@@ -174,7 +174,7 @@ def test_it_imports_the_hh_rlhf_test_split(researcher, study, hh_rlhf_path):
         format="multipart",
     )
     assert resp.status_code == 201, resp.content[:500]
-    assert resp.json() == {"format": "hh", "prompts": 2312, "candidates": 4624, "pairs": 2312}
+    assert resp.json() == {"format": "hh", "prompts": 2312, "candidates": 4624, "pairs": 2312, "duplicates": 0}
     assert Pair.objects.filter(study=study).count() == before + 2312
 
 
@@ -184,13 +184,42 @@ def test_it_imports_trl_jsonl_and_csv(researcher, study):
     rows = [{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)]
     resp = client.post(f"{API}/studies/{study.pk}/import/", upload(jsonl(rows)), format="multipart")
     assert resp.status_code == 201
-    assert resp.json() == {"format": "trl", "prompts": 3, "candidates": 6, "pairs": 3}
+    assert resp.json() == {"format": "trl", "prompts": 3, "candidates": 6, "pairs": 3, "duplicates": 0}
     csv_text = "prompt,response_1,model_1,response_2,model_2,response_3,model_3\nHi?,a,m1,b,m2,c,m3\n"
     resp = client.post(
         f"{API}/studies/{study.pk}/import/", upload(csv_text.encode(), "r.csv"), format="multipart"
     )
     assert resp.status_code == 201
-    assert resp.json() == {"format": "responses", "prompts": 1, "candidates": 3, "pairs": 3}
+    assert resp.json() == {"format": "responses", "prompts": 1, "candidates": 3, "pairs": 3, "duplicates": 0}
+
+
+@pytest.mark.django_db
+def test_it_answers_409_for_a_reimported_file_unless_confirmed(researcher, study):
+    client = session_client(researcher)
+    rows = [{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)]
+    url = f"{API}/studies/{study.pk}/import/"
+    assert client.post(url, upload(jsonl(rows)), format="multipart").status_code == 201
+    before = Pair.objects.filter(study=study).count()
+    again = client.post(url, upload(jsonl(rows[1:] + [{"prompt": "new?", "chosen": "a", "rejected": "b"}])),
+                        format="multipart")
+    assert again.status_code == 409
+    body = again.json()
+    assert "2 of 3 rows" in body["detail"] and [e["line"] for e in body["errors"]] == [1, 2]
+    assert Pair.objects.filter(study=study).count() == before  # nothing stored, not even the new row
+    confirmed = client.post(url + "?allow_duplicates=1", upload(jsonl(rows)), format="multipart")
+    assert confirmed.status_code == 201 and confirmed.json()["duplicates"] == 3
+
+
+@pytest.mark.django_db
+def test_it_checks_the_upload_size_before_reading_it(researcher, study, settings):
+    settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES = 1000
+    # Larger than FILE_UPLOAD_MAX_MEMORY_SIZE would go to a temporary file; the size is checked first.
+    rows = [{"prompt": f"Q{i}? " + "x" * 100, "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(20)]
+    resp = session_client(researcher).post(f"{API}/studies/{study.pk}/import/", upload(jsonl(rows)),
+                                           format="multipart")
+    assert resp.status_code == 400
+    assert resp.json()["errors"] == [{"line": 0, "message": "file is larger than 1000 bytes"}]
+    assert not Prompt.objects.filter(study=study, text__startswith="Q").exists()
 
 
 @pytest.mark.django_db
@@ -256,11 +285,15 @@ def test_it_lets_an_anonymous_worker_join_and_use_the_token(study):
 
 
 @pytest.mark.django_db
-def test_it_resumes_the_same_annotator_on_rejoin(study):
+def test_it_resumes_the_same_annotator_on_rejoin_only_with_proof(study):
     first = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "W-7"}, format="json").json()
-    again = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "W-7"}, format="json")
+    assert first["resume_token"]
+    again = APIClient().post(
+        f"{API}/studies/{study.pk}/join/", {"external_id": "W-7", "resume_token": first["resume_token"]}, format="json"
+    )
     assert again.status_code == 200
     assert again.json()["annotator_id"] == first["annotator_id"] and again.json()["token"] == first["token"]
+    assert "resume_token" not in again.json()  # handed out once, at the first join
     # The annotator's own token also resumes rather than creating a second annotator.
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {first['token']}")
@@ -273,6 +306,47 @@ def test_it_resumes_the_same_annotator_on_rejoin(study):
     b = APIClient().post(f"{API}/studies/{study.pk}/join/", {}, format="json").json()
     assert a["annotator_id"] != b["annotator_id"]
     assert Annotator.objects.filter(study=study).count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("resume_token", [None, "", "guessed-secret"])
+def test_it_never_hands_a_known_crowd_ids_token_to_a_stranger(study, resume_token):
+    first = APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "VICTIM-1"}, format="json").json()
+    body = {"external_id": "VICTIM-1"} | ({} if resume_token is None else {"resume_token": resume_token})
+    resp = APIClient().post(f"{API}/studies/{study.pk}/join/", body, format="json")
+    assert resp.status_code == 403
+    data = resp.json()
+    assert "already joined" in data["detail"] and "resume_token" in data["errors"]
+    assert first["token"] not in resp.content.decode()
+    assert "token" not in data and "annotator_id" not in data
+    assert Annotator.objects.filter(study=study).count() == 1  # nothing was started
+
+
+@pytest.mark.django_db
+def test_it_gives_researchers_a_single_use_resume_link(study, researcher):
+    from django.test import Client
+
+    APIClient().post(f"{API}/studies/{study.pk}/join/", {"external_id": "LOST-1"}, format="json")
+    annotator = Annotator.objects.get(study=study, external_id="LOST-1")
+    researcher_client = APIClient()
+    researcher_client.force_authenticate(researcher)
+    resp = researcher_client.post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "LOST-1"}, format="json")
+    assert resp.status_code == 200
+    link = resp.json()["url"]
+    assert f"/s/{study.slug}/resume/" in link
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    browser = Client()
+    response = browser.get("/" + path)
+    assert response.status_code == 302
+    assert int(browser.session["_auth_user_id"]) == annotator.user_id
+    # Used once: a second browser with the same link is refused.
+    again = Client().get("/" + path)
+    assert again.status_code == 403 and "_auth_user_id" not in again.wsgi_request.session
+    # Strangers cannot mint links; unknown ids are 404.
+    assert APIClient().post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "LOST-1"},
+                            format="json").status_code == 401
+    assert researcher_client.post(f"{API}/studies/{study.pk}/resume-links/", {"external_id": "nobody"},
+                                  format="json").status_code == 404
 
 
 @pytest.mark.django_db
@@ -420,6 +494,34 @@ def test_it_records_a_judgment_and_is_idempotent_on_client_key(study, annotator)
     assert again.status_code == 200 and again.json() == body
     assert Judgment.objects.filter(annotator=annotator).count() == 1
     assert client.get(f"{API}/studies/{study.pk}/next-pair/").json()["progress"] == {"done": 1, "total": 5}
+
+
+@pytest.mark.django_db
+def test_it_answers_409_with_the_stored_judgment_when_a_client_key_is_reused(study, annotator):
+    client = token_client(annotator.user)
+    nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    stored = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "dup"},
+                         format="json").json()
+    second = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    for body in ({"pair_id": nxt["pair_id"], "choice": "b", "client_key": "dup"},
+                 {"pair_id": second["pair_id"], "choice": "a", "client_key": "dup"}):
+        resp = client.post(f"{API}/judgments/", body, format="json")
+        assert resp.status_code == 409
+        data = resp.json()
+        assert data["judgment"] == stored and "client_key" in data["errors"] and data["detail"]
+    assert Judgment.objects.filter(annotator=annotator).count() == 1
+
+
+@pytest.mark.django_db
+def test_it_stops_an_annotator_who_finished_from_judging(study, annotator):
+    client = token_client(annotator.user)
+    nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
+    assert client.post(f"{API}/me/finish/", format="json").status_code == 200
+    assert client.get(f"{API}/studies/{study.pk}/next-pair/").status_code == 204
+    resp = client.post(f"{API}/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "late"},
+                       format="json")
+    assert resp.status_code == 403 and "finished" in resp.json()["detail"]
+    assert not Judgment.objects.filter(annotator=annotator).exists()
 
 
 @pytest.mark.django_db

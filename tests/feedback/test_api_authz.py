@@ -59,6 +59,11 @@ def world(study, researcher, annotator, other_annotator) -> World:
     return World(study, annotator, other_annotator, clients, assigned_pair)
 
 
+def _with_external_id(annotator: Annotator) -> str:
+    Annotator.objects.filter(pk=annotator.pk).update(external_id="AUTHZ-PID")
+    return "AUTHZ-PID"
+
+
 def _import_body() -> dict[str, Any]:
     row = json.dumps({"prompt": "Why?", "chosen": "Because.", "rejected": "No."}).encode()
     return {"file": SimpleUploadedFile("rows.jsonl", row + b"\n")}
@@ -143,6 +148,20 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
             "other_annotator": 201,
             "researcher": 201,
             "other_researcher": 201,
+        },
+    ),
+    # Only the study's researchers may mint a participant's resume link.
+    "resume link": (
+        "post",
+        "/studies/{study}/resume-links/",
+        lambda w: {"external_id": _with_external_id(w.annotator)},
+        "json",
+        {
+            "anonymous": 401,
+            "annotator": 403,
+            "other_annotator": 403,
+            "researcher": 200,
+            "other_researcher": 403,
         },
     ),
     "next pair": (

@@ -101,8 +101,12 @@ def test_it_creates_the_study_with_create(tmp_path):
     assert study.slug == "fresh-study"
     assert Pair.objects.filter(study=study).count() == 3
     assert 'Created study "Fresh study"' in out
-    # --create with an existing study imports into it.
-    run("import_study", str(path), "--study", "Fresh study", "--create")
+    # The same file again is refused as a duplicate (nothing stored) unless confirmed; --create with an
+    # existing study imports into it.
+    with pytest.raises(CommandError, match="already in this study"):
+        run("import_study", str(path), "--study", "Fresh study", "--create")
+    assert Pair.objects.filter(study=study).count() == 3
+    run("import_study", str(path), "--study", "Fresh study", "--create", "--allow-duplicates")
     assert Study.objects.count() == 1
     assert Pair.objects.filter(study=study).count() == 6
 

@@ -336,7 +336,9 @@ def test_it_refuses_an_unknown_format(api_client, researcher, study):
     api_client.force_login(researcher)
     response = api_client.get(f"/api/v1/studies/{study.pk}/export/?format=xlsx")
     assert response.status_code == 400
-    assert "format" in response.json()
+    # The documented error shape of every API endpoint (settings.REST_FRAMEWORK EXCEPTION_HANDLER).
+    assert response.json() == {"detail": "invalid request",
+                               "errors": {"format": "must be one of ['jsonl', 'csv', 'parquet']"}}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -459,3 +461,140 @@ def test_it_shows_download_links_and_columns_on_the_page(client, researcher, jud
     for column in ("prompt", "messages", "chosen", "rejected", "tie", "matches_reference", "stated_prefs_values"):
         assert f"<code>{column}</code>" in html
     assert SECRET_PID not in html
+
+
+# --- streaming under ASGI (issue 16 / issue 13 item 1) ------------------------------------------------------
+
+
+def _large_study(researcher, n_annotators: int = 80, n_pairs: int = 60, text_chars: int = 2500) -> Study:
+    """n_annotators × n_pairs judgments with long texts, written in bulk (fast enough for a test)."""
+    from django.contrib.auth import get_user_model
+
+    from feedback.models import Annotator, Assignment, Candidate, Pair, Profile, Prompt, text_hash
+
+    study = services.study_create(name="Large export study", created_by=researcher, overlap_target=n_annotators,
+                                  pairs_per_annotator=n_pairs)
+    prompts = Prompt.objects.bulk_create([Prompt(study=study, text=f"Prompt {i} " + "p" * 200) for i in range(n_pairs)])
+    cands = Candidate.objects.bulk_create([
+        Candidate(prompt=p, text=f"{side} {p.pk} " + "c" * text_chars, text_hash=text_hash(f"{side}{p.pk}"))
+        for p in prompts for side in ("A", "B")
+    ])
+    pairs = Pair.objects.bulk_create([
+        Pair(study=study, prompt=p, candidate_a=cands[2 * i], candidate_b=cands[2 * i + 1])
+        for i, p in enumerate(prompts)
+    ])
+    users = get_user_model().objects.bulk_create(
+        [get_user_model()(username=f"large-{study.pk}-{k}") for k in range(n_annotators)])
+    annotators = Annotator.objects.bulk_create([Annotator(study=study, user=u) for u in users])
+    Profile.objects.bulk_create([Profile(annotator=a, data={"age": "25-34"}) for a in annotators])
+    assignments = Assignment.objects.bulk_create([
+        Assignment(annotator=a, pair=p, shown_order="ab") for a in annotators for p in pairs
+    ])
+    Judgment.objects.bulk_create([
+        Judgment(annotator_id=s.annotator_id, pair_id=s.pair_id, assignment=s, choice="a", shown_order="ab",
+                 client_key=f"k{s.pk}")
+        for s in assignments
+    ])
+    return study
+
+
+def _asgi_get(path: str, cookie: bytes, on_body):
+    """GET through config.asgi.application, as a server would: each body message is counted and dropped as it
+    is sent (a real server writes it to the socket), and `on_body(index)` runs as it arrives."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from config.asgi import application
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path.split("?")[0], "raw_path": path.encode(), "query_string": path.split("?", 1)[1].encode(),
+        "root_path": "", "headers": [(b"host", b"testserver"), (b"cookie", cookie)],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }
+    state = {"status": 0, "messages": 0, "size": 0}
+
+    async def go():
+        sent_request = False
+
+        async def receive():
+            nonlocal sent_request
+            if not sent_request:
+                sent_request = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.sleep(3600)  # no disconnect while streaming
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                on_body(state["messages"])
+                state["messages"] += 1
+                state["size"] += len(message.get("body", b""))
+
+        await asyncio.wait_for(application(scope, receive, send), 60)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, go()).result()
+    return state["status"], state["messages"], state["size"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_it_streams_a_large_export_under_asgi_in_flat_memory(researcher, monkeypatch, fmt):
+    import tracemalloc
+
+    from django.conf import settings as dj_settings
+    from django.test import Client
+
+    study = _large_study(researcher)
+    total = Judgment.objects.filter(pair__study=study).count()
+    assert total == 4800
+    produced = []
+    real_row = exports.judgment_row
+    monkeypatch.setattr(exports, "judgment_row", lambda s, j: produced.append(1) or real_row(s, j))
+    rows_at_first_body: list[int] = []
+
+    def on_body(index: int) -> None:
+        if index == 0:
+            rows_at_first_body.append(len(produced))
+
+    client = Client()
+    client.force_login(researcher)
+    cookie = f"{dj_settings.SESSION_COOKIE_NAME}={client.cookies[dj_settings.SESSION_COOKIE_NAME].value}".encode()
+    # Warm up (first-request imports are not the export's memory): the small profiles export of the study.
+    assert _asgi_get(f"/api/v1/studies/{study.pk}/export/profiles/?format={fmt}", cookie, lambda i: None)[0] == 200
+    tracemalloc.start()
+    try:
+        status, n_messages, size = _asgi_get(f"/api/v1/studies/{study.pk}/export/?format={fmt}", cookie, on_body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 200
+    assert size > 25_000_000  # 4,800 rows of ~5 kB
+    assert len(produced) == total
+    # The first bytes left before the export was read whole: one batch of rows, not all of them.
+    assert rows_at_first_body[0] <= 2 * exports.STREAM_BATCH_ROWS < total
+    assert n_messages >= total // exports.STREAM_BATCH_ROWS
+    # Memory held a batch at a time (a buffered export holds all of it, several times over).
+    assert peak < size / 3, (peak, size)
+    # The request's own database connection (and its server-side cursor) was closed when the stream ended.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["export/", "export/profiles/", "dashboard/", "model/", "group-models/"])
+def test_export_dashboard_and_download_errors_use_the_documented_shape(api_client, study, path):
+    """Issue 13 item 6: {"detail": ...} (and "errors" for invalid input) on every API endpoint."""
+    from tests.factories import ResearcherFactory
+
+    anonymous = api_client.get(f"/api/v1/studies/{study.pk}/{path}")
+    assert anonymous.status_code in (401, 403) and set(anonymous.json()) == {"detail"}
+    api_client.force_login(ResearcherFactory())  # a researcher of another study
+    forbidden = api_client.get(f"/api/v1/studies/{study.pk}/{path}")
+    assert forbidden.status_code == 403 and set(forbidden.json()) == {"detail"}
+    missing = api_client.get(f"/api/v1/studies/987654/{path}")
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"}

@@ -310,3 +310,121 @@ def test_it_parses_the_real_hh_rlhf_edge_rows(hh_rlhf_path):
     assert empty_final == [87, 517, 926, 1104]
     diverging = [p.line for p in parsed if any("\n\nAssistant:" in c.text for c in p.candidates)]
     assert {1255, 1953, 2037} <= set(diverging)
+
+
+# --- input the database cannot store / Python cannot parse (issue 16) -----------------------------------
+
+OK_ROW = '{"prompt": "p", "chosen": "a", "rejected": "b"}'
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"k": "x\\u0000y"}}', "NUL"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_model": "m\\u0000"}', "NUL"),
+        ('{"prompt": "p\\u0000", "chosen": "a", "rejected": "b"}', "NUL"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"\\u0000": 1}}', "NUL"),
+        ('{"prompt": "p", "chosen": "\\ud800", "rejected": "b"}', "surrogate"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"score": NaN}}', "NaN"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"score": Infinity}}', "Infinity"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"n": ' + "9" * 5000 + "}}", "digits"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"n": 1e999}}', "out of range"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": ' + "[" * 100 + "]" * 100 + "}", "nested"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "b", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+         "nested"),
+    ],
+)
+def test_it_reports_unstorable_values_by_line_and_stores_nothing(bad_line, message):
+    study = StudyFactory()
+    with pytest.raises(ImportFileError) as info:
+        services.study_import(study=study, data=jsonl(OK_ROW, bad_line), filename="x.jsonl")
+    [(line, text)] = [(e.line, e.message) for e in info.value.errors]
+    assert line == 2 and message in text
+    assert not Prompt.objects.filter(study=study).exists()
+
+
+def test_it_reports_a_nul_in_a_responses_category_and_in_csv_cells():
+    assert errors_of(jsonl({"prompt": "p", "responses": ["a", "b"], "category": "c\x00"}))[0][0] == 1
+    data = csv_bytes(["prompt", "chosen", "rejected"], ["q", "a\x00", "b"])
+    assert errors_of(data, "x.csv") == [(2, '"chosen" contains a NUL character (\\u0000)')]
+
+
+def test_it_validates_a_gzip_bomb_as_a_stream(settings):
+    """A tiny gzip expanding far past the limit is refused after the limit, never inflated whole."""
+    import tracemalloc
+
+    settings.CHORUS_IMPORT_MAX_BYTES = 1_000_000
+    bomb = gzip.compress((OK_ROW + "\n").encode() * 1_000_000)  # ~48 MB of rows in ~100 KB
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        assert errors_of(bomb, "x.jsonl.gz") == [(0, "file is larger than 1000000 bytes uncompressed")]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, peak
+
+
+def _validation_peak(n_rows: int, text_chars: int) -> tuple[int, int]:
+    import tracemalloc
+
+    from feedback.importers import validate_import
+
+    rows = "".join(
+        json.dumps({"prompt": f"prompt {i} " + "x" * text_chars, "chosen": f"yes {i}", "rejected": f"no {i}"}) + "\n"
+        for i in range(n_rows)
+    ).encode()
+    fileobj = io.BytesIO(rows)
+    tracemalloc.start()
+    try:
+        plan = validate_import(fileobj, "big.jsonl")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan.rows) == n_rows
+    return len(rows), peak
+
+
+def test_it_validates_a_large_file_in_memory_that_does_not_grow_with_its_text():
+    """Rows are read and checked one at a time; only a digest per row (~150 bytes) is kept, whatever its size."""
+    small_size, small_peak = _validation_peak(4000, 100)
+    big_size, big_peak = _validation_peak(4000, 5000)
+    assert big_size > 20_000_000 and big_size > 30 * small_size / 2
+    assert big_peak < small_peak + 1_000_000, (small_peak, big_peak)
+    assert big_peak < big_size / 10
+
+
+def test_it_refuses_a_line_longer_than_the_limit(settings):
+    settings.CHORUS_IMPORT_MAX_LINE_BYTES = 100
+    long_row = json.dumps({"prompt": "p" * 200, "chosen": "a", "rejected": "b"})
+    assert errors_of(jsonl(OK_ROW, long_row)) == [(2, "line is longer than 100 bytes")]
+
+
+# --- duplicates (issue 16 / 15) ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_reimported_file_unless_confirmed():
+    study = StudyFactory()
+    data = jsonl(OK_ROW, '{"prompt": "q", "chosen": "c", "rejected": "d"}')
+    services.study_import(study=study, data=data, filename="x.jsonl")
+    with pytest.raises(services.DuplicateImport) as info:
+        services.study_import(study=study, data=data, filename="x.jsonl")
+    assert info.value.lines == [1, 2] and info.value.code == "conflict"
+    assert "whole file" in str(info.value)
+    assert Prompt.objects.filter(study=study).count() == 2
+    result = services.study_import(study=study, data=data, filename="x.jsonl", allow_duplicates=True)
+    assert result.duplicates == 2 and Prompt.objects.filter(study=study).count() == 4
+    # The same rows in another study are not duplicates there.
+    assert services.study_import(study=StudyFactory(), data=data, filename="x.jsonl").duplicates == 0
+
+
+@pytest.mark.django_db
+def test_it_refuses_rows_repeated_within_one_file():
+    study = StudyFactory()
+    data = jsonl(OK_ROW, '{"prompt": "q", "chosen": "c", "rejected": "d"}', OK_ROW)
+    with pytest.raises(services.DuplicateImport) as info:
+        services.study_import(study=study, data=data, filename="x.jsonl")
+    assert info.value.lines == [3]
+    assert not Prompt.objects.filter(study=study).exists()

@@ -77,7 +77,7 @@ def _rows(n: int) -> bytes:
 def test_it_imports_prompts_candidates_and_pairs():
     study = StudyFactory()
     result = services.study_import(study=study, data=_rows(4), filename="x.jsonl")
-    assert result.as_dict() == {"format": "responses", "prompts": 4, "candidates": 12, "pairs": 12}
+    assert result.as_dict() == {"format": "responses", "prompts": 4, "candidates": 12, "pairs": 12, "duplicates": 0}
     assert Pair.objects.filter(study=study).count() == 12
     pair = Pair.objects.filter(study=study).select_related("candidate_a", "candidate_b", "prompt").first()
     assert pair.candidate_a.prompt == pair.candidate_b.prompt == pair.prompt
@@ -120,17 +120,23 @@ def test_it_sets_the_study_status():
 # --- annotator_join -------------------------------------------------------------------------------
 
 
-def test_it_resumes_an_annotator_by_external_id():
+def test_it_resumes_an_annotator_by_external_id_only_with_its_resume_secret():
     study = make_study_with_pairs(2)
     first, created = services.annotator_join(study=study, external_id="PID-1")
-    again, created_again = services.annotator_join(study=study, external_id=" PID-1 ")
+    secret = services.annotator_resume_secret_issue(annotator=first)
+    again, created_again = services.annotator_join(study=study, external_id=" PID-1 ", resume_secret=secret)
     other, _ = services.annotator_join(study=study, external_id="PID-2")
     assert (created, created_again) == (True, False)
     assert again == first
     assert other != first
+    for wrong in ("", "x", secret[:-1]):
+        with pytest.raises(services.ResumeRefused):
+            services.annotator_join(study=study, external_id="PID-1", resume_secret=wrong)
     assert Annotator.objects.filter(study=study).count() == 2
     assert first.user.has_usable_password() is False
     assert hasattr(first, "profile")
+    first.refresh_from_db()
+    assert secret not in first.resume_secret_hash  # only the hash is stored
 
 
 def test_it_keeps_the_same_external_id_apart_across_studies():
@@ -270,15 +276,46 @@ def test_it_records_a_judgment_in_the_pairs_terms(assigned):
 def test_it_is_idempotent_on_the_client_key(assigned):
     annotator, assignment = assigned
     first, created = services.judgment_create(
-        annotator=annotator, pair=assignment.pair, choice="a", client_key="k1"
+        annotator=annotator, pair=assignment.pair, choice="a", client_key="k1", strength=70, rationale="ok"
     )
     retry, created_again = services.judgment_create(
-        annotator=annotator, pair=assignment.pair, choice="b", client_key="k1"
+        annotator=annotator, pair=assignment.pair, choice="a", client_key="k1", strength=70, rationale=" ok ",
+        time_ms=999,  # re-measured by the client: not part of the comparison
     )
     assert (created, created_again) == (True, False)
-    assert retry.pk == first.pk and retry.choice == "a"
+    assert retry.pk == first.pk
     assert Judgment.objects.count() == 1
     assert Pair.objects.get(pk=assignment.pair_id).n_judgments == 1
+
+
+@pytest.mark.parametrize("change", [{"choice": "b"}, {"strength": 20}, {"rationale": "other"}, {"pair": "other"}])
+def test_it_refuses_a_client_key_reused_for_a_different_judgment(assigned, change):
+    annotator, assignment = assigned
+    first, _ = services.judgment_create(
+        annotator=annotator, pair=assignment.pair, choice="a", client_key="k1", strength=70, rationale="ok"
+    )
+    kwargs = {"pair": assignment.pair, "choice": "a", "strength": 70, "rationale": "ok", **change}
+    if change.get("pair") == "other":
+        kwargs["pair"] = services.assignment_next(annotator=annotator).pair
+    with pytest.raises(services.ClientKeyConflict) as info:
+        services.judgment_create(annotator=annotator, client_key="k1", **kwargs)
+    assert info.value.code == "conflict" and info.value.judgment.pk == first.pk
+    assert Judgment.objects.count() == 1
+
+
+def test_it_refuses_judgments_from_an_annotator_who_finished(assigned):
+    annotator, assignment = assigned
+    first, _ = services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key="k1")
+    services.annotator_finish(annotator=annotator)
+    nxt = services.assignment_next(annotator=annotator)
+    pair = nxt.pair if nxt else assignment.pair
+    with pytest.raises(ServiceError) as info:
+        services.judgment_create(annotator=annotator, pair=pair, choice="a", client_key="k2")
+    assert info.value.code == "forbidden" and "finished" in str(info.value)
+    # A retry of a judgment made before finishing still gets its stored answer.
+    assert services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a",
+                                    client_key="k1")[0].pk == first.pk
+    assert Judgment.objects.count() == 1
 
 
 def test_it_rejects_a_pair_that_is_not_assigned(assigned):
@@ -341,10 +378,10 @@ def test_it_completes_the_annotator_at_the_quota(assigned):
     assert services.assignment_next(annotator=annotator) is None
 
 
-def test_a_retry_gets_the_stored_judgment_even_where_it_would_not_validate_now(assigned):
+def test_a_reused_client_key_with_an_invalid_body_is_a_conflict_not_a_silent_replay(assigned):
     annotator, assignment = assigned
     first, _ = services.judgment_create(annotator=annotator, pair=assignment.pair, choice="a", client_key="k1")
-    retry, created = services.judgment_create(
-        annotator=annotator, pair=assignment.pair, choice="left", client_key="k1", strength=500
-    )
-    assert (retry.pk, created) == (first.pk, False)
+    with pytest.raises(services.ClientKeyConflict) as info:
+        services.judgment_create(annotator=annotator, pair=assignment.pair, choice="left", client_key="k1",
+                                 strength=500)
+    assert info.value.judgment.pk == first.pk

@@ -200,13 +200,38 @@ def test_it_joins_without_a_pid(client, study):
     assert Annotator.objects.get(study=study).external_id == ""
 
 
-def test_it_resumes_the_same_pid_in_a_new_browser(client, study):
+def test_it_refuses_the_same_pid_in_a_new_browser(client, study):
     client.post(url("join", study), {"pid": "W1"})
     client.post(url("consent", study), {"decision": "agree"})
     other_browser = Client()
+    page = other_browser.get(url("join", study) + "?pid=W1")
+    assert page.status_code == 403 and "cannot continue" in page.content.decode()
     response = other_browser.post(url("join", study), {"pid": "W1"})
-    assert response.url == url("profile", study)
+    assert response.status_code == 403
+    assert "already joined" in response.content.decode()
+    assert "_auth_user_id" not in other_browser.session
     assert Annotator.objects.filter(study=study).count() == 1
+    # The profile / done pages stay closed to that browser.
+    assert other_browser.get(url("profile", study)).url == url("join", study)
+
+
+def test_it_resumes_the_same_pid_in_the_same_browser_after_the_session_ended(client, study):
+    client.post(url("join", study), {"pid": "W2"})
+    client.post(url("consent", study), {"decision": "agree"})
+    client.session.flush()  # the session expired; the resume cookie is still there
+    client.cookies.pop("sessionid", None)
+    response = client.post(url("join", study), {"pid": "W2"})
+    assert response.status_code == 302 and response.url == url("profile", study)
+    assert Annotator.objects.filter(study=study).count() == 1
+
+
+def test_it_refuses_a_forged_resume_cookie(client, study):
+    client.post(url("join", study), {"pid": "W3"})
+    thief = Client()
+    thief.cookies[f"chorus_resume_{study.pk}"] = "forged-value"
+    assert thief.post(url("join", study), {"pid": "W3"}).status_code == 403
+    # A forged resume link is refused too.
+    assert thief.get(reverse("feedback:resume", args=[study.slug, "not-a-token"])).status_code == 403
 
 
 def test_it_skips_ahead_when_already_an_annotator_of_the_study(ready_client, study):

@@ -99,6 +99,23 @@ def test_it_guards_the_import_post(client, study, login_as, role):
     assert imported == (2 if role in ("researcher", "superuser") else 0)
 
 
+def test_the_upload_page_asks_before_importing_rows_again(client, study, login_as):
+    url = reverse("feedback:study_import", args=[study.pk])
+    login_as("researcher")
+    client.post(url, {"file": SimpleUploadedFile("pairs.jsonl", _jsonl(GOOD_ROWS))})
+    before = Pair.objects.filter(study=study).count()
+    response = client.post(url, {"file": SimpleUploadedFile("pairs.jsonl", _jsonl(GOOD_ROWS))})
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert 'id="import-duplicates"' in html and "nothing was imported" in html
+    assert 'name="allow_duplicates"' in html  # the confirmation the researcher ticks
+    assert Pair.objects.filter(study=study).count() == before
+    response = client.post(url, {"file": SimpleUploadedFile("pairs.jsonl", _jsonl(GOOD_ROWS)),
+                                 "allow_duplicates": "on"})
+    assert response.status_code == 302
+    assert Pair.objects.filter(study=study).count() == before + 2
+
+
 @pytest.mark.parametrize(
     "role,expected", [("annotator", 403), ("other_researcher", 200), ("researcher", 200), ("superuser", 200)]
 )

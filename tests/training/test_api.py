@@ -183,7 +183,7 @@ def test_retrain_queues_a_version_once(study, researcher, no_training):
     first = client.post(url, {"kind": "pal"}, format="json")
     assert first.status_code == 202
     body = first.json()
-    assert set(body) == {"model_version_id", "status"}
+    assert set(body) == {"model_version_id", "status", "broker_down"} and body["broker_down"] is False
     assert body["status"] == "queued"
     version = ModelVersion.objects.get(pk=body["model_version_id"])
     assert (version.study_id, version.kind) == (study.pk, "pal")

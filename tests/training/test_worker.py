@@ -110,7 +110,7 @@ def _database_url() -> str:
 
 
 class Worker:
-    def __init__(self, log_path: Path, extra_env: dict[str, str]):
+    def __init__(self, log_path: Path, extra_env: dict[str, str], *, beat: bool = False):
         env = {**os.environ, **WORKER_ENV, **extra_env}
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings.test",
@@ -123,6 +123,9 @@ class Worker:
             sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool=solo", "-c", "1",
             "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
         ]
+        if beat:  # a separate `celery beat` process (the sweep's scheduler), as in a deployment
+            cmd = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=INFO",
+                   "-s", str(log_path.with_suffix(".schedule"))]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -133,7 +136,8 @@ class Worker:
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            return " ready." in self.output()
+            out = self.output()
+            return " ready." in out or "beat: Starting..." in out
 
         wait_for(ready, timeout=timeout, what="the worker to start")
         return self
@@ -174,8 +178,8 @@ def start_worker(trained_study, tmp_path):
     _use_broker(django_settings.CELERY_BROKER_URL)
     workers: list[Worker] = []
 
-    def start(**extra_env: str) -> Worker:
-        worker = Worker(tmp_path / f"worker-{len(workers)}.log", {k: str(v) for k, v in extra_env.items()})
+    def start(beat: bool = False, **extra_env: str) -> Worker:
+        worker = Worker(tmp_path / f"worker-{len(workers)}.log", {k: str(v) for k, v in extra_env.items()}, beat=beat)
         workers.append(worker)
         return worker.wait_ready()
 
@@ -259,13 +263,18 @@ def test_a_training_job_survives_kill_9_of_its_worker(trained_study, start_worke
              timeout=30, what="the queued judgment to be folded in")
 
 
-def test_judgments_save_during_a_broker_outage_and_catch_up_later(trained_study, start_worker, caplog):
+def test_judgments_save_during_a_broker_outage_and_catch_up_later(trained_study, start_worker, caplog, settings):
+    from training import broker
+
     study, annotators, version = trained_study
+    settings.CHORUS_BROKER_CIRCUIT_SECONDS = 1
+    broker.circuit.reset()
     ann = annotators[3]
     before = _state(ann, version)
     start_worker()
     _use_broker(DEAD_BROKER)
     caplog.set_level(logging.WARNING, logger="training.hooks")
+    caplog.set_level(logging.INFO, logger="training.broker")
     started = time.monotonic()
     lost = [_judge(ann, f"outage-{i}") for i in range(2)]
     outage_seconds = time.monotonic() - started
@@ -274,7 +283,10 @@ def test_judgments_save_during_a_broker_outage_and_catch_up_later(trained_study,
     assert outage_seconds < 30, f"a judgment blocked {outage_seconds / 2:.1f}s on the dead broker"
     time.sleep(1)
     assert _state(ann, version).last_judgment_id == before.last_judgment_id  # nobody heard of them
+    # the first failure tripped the circuit: the second judgment cost no connect attempt at all
+    assert any("broker circuit open" in r.getMessage() for r in caplog.records)
     _use_broker(django_settings.CELERY_BROKER_URL)  # the broker is back
+    time.sleep(1.1)  # past the circuit's window: the next publish probes the broker again
     later = _judge(ann, "after-outage")
     after = wait_for(lambda: (s := _state(ann, version)).last_judgment_id == later.pk and s, timeout=30,
                      what="the catch-up update")
@@ -305,3 +317,67 @@ def test_replayed_tasks_are_idempotent(trained_study, start_worker):
     version.refresh_from_db()
     assert (version.status, version.finished_at, version.attempts) == ("active", finished_at, 1)
     assert ModelVersion.objects.filter(study=study).count() == 1
+
+
+SWEEP_ENV = {"CHORUS_SWEEP_SECONDS": "1", "CHORUS_TRAINING_REQUEUE_SECONDS": "2", "CHORUS_POSTERIOR_LAG_SECONDS": "0"}
+
+
+def test_the_sweep_takes_over_a_killed_workers_job_long_before_the_visibility_timeout(trained_study, start_worker):
+    """Redis would hand the killed worker's message back only after its visibility timeout (an hour here, the
+    production default); the beat-driven sweep sees the stale heartbeat and hands the job to a new worker."""
+    study, _, first = trained_study
+    hour = {"CELERY_VISIBILITY_TIMEOUT": "3600"}
+    slow = start_worker(CHORUS_TEST_SLOW_FIT_SECONDS=60, **hour)
+    second = services.model_version_request(study=study, kind="bt")
+    wait_for(lambda: ModelVersion.objects.get(pk=second.pk).status == "training", timeout=30,
+             what="the worker to claim the training job")
+    slow.kill9()
+    killed_at = time.monotonic()
+    start_worker(**hour)
+    start_worker(beat=True, **hour, **SWEEP_ENV)
+    stale = int(WORKER_ENV["CHORUS_TRAINING_STALE_SECONDS"])
+    done = wait_for(lambda: (v := ModelVersion.objects.get(pk=second.pk)).status not in ("queued", "training") and v,
+                    timeout=stale + 40, what="the sweep to hand the job to the new worker")
+    took = time.monotonic() - killed_at
+    assert done.status in ("active", "ready"), (done.status, done.error)
+    assert done.attempts == 2
+    # stale limit + one sweep, plus starting two processes and a 2-epoch fit on a shared CPU: far below 3600 s
+    assert took < stale + 40, took
+    assert ModelVersion.objects.filter(study=study, status="active").count() == 1
+
+
+def test_a_retrain_requested_while_the_broker_is_down_is_sent_by_the_sweep(trained_study, start_worker, settings):
+    """Fault suite: acknowledged judgments = stored, none duplicated, posteriors caught up, retraining unstuck."""
+    from training import broker
+
+    study, annotators, first = trained_study
+    settings.CHORUS_BROKER_CIRCUIT_SECONDS = 1
+    broker.circuit.reset()
+    start_worker()
+    _use_broker(DEAD_BROKER)
+    acknowledged = [_judge(annotators[i % 4], f"fault-{i}").pk for i in range(6)]  # bounded load in the outage
+    stuck = services.model_version_request(study=study, kind="bt")  # committed queued, its message lost
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.enqueued_at) == ("queued", None)
+    # The automatic rule would skip this study now; the request is idempotent and returns the same row.
+    assert services.model_version_request(study=study, kind="bt").pk == stuck.pk
+    _use_broker(django_settings.CELERY_BROKER_URL)  # the broker is back
+    start_worker(beat=True, **SWEEP_ENV)
+    done = wait_for(lambda: (v := ModelVersion.objects.get(pk=stuck.pk)).status not in ("queued", "training") and v,
+                    timeout=60, what="the sweep to send the lost retrain")
+    assert done.status in ("active", "ready"), done.error
+    stored = Judgment.objects.filter(pk__in=acknowledged)
+    assert stored.count() == len(acknowledged)  # acknowledged = stored
+    assert Judgment.objects.filter(pair__study=study).values("annotator", "pair").distinct().count() == \
+        Judgment.objects.filter(pair__study=study).count()  # none duplicated
+    active = services.active_version(study.pk)
+
+    def caught_up():
+        for ann in annotators:
+            newest = Judgment.objects.filter(annotator=ann).exclude(choice="tie").order_by("-id").first()
+            if not AnnotatorPosterior.objects.filter(annotator=ann, model_version=active,
+                                                     last_judgment_id__gte=newest.pk).exists():
+                return False
+        return True
+
+    wait_for(caught_up, timeout=45, what="every annotator's posterior to catch up")

@@ -23,6 +23,10 @@ class Command(BaseCommand):
         parser.add_argument("file", help="path of the file to import")
         parser.add_argument("--study", required=True, help="the study's name (or slug)")
         parser.add_argument("--create", action="store_true", help="create the study if it does not exist")
+        parser.add_argument(
+            "--allow-duplicates", action="store_true",
+            help="import rows that are already in the study (or repeat in the file) anyway",
+        )
 
     def handle(self, *args, **options) -> None:
         path = Path(options["file"])
@@ -41,7 +45,9 @@ class Command(BaseCommand):
                 created = study is None
                 if study is None:
                     study = services.study_create(name=name, created_by=None)
-                result = services.study_import(study=study, data=data, filename=path.name)
+                result = services.study_import(
+                    study=study, data=data, filename=path.name, allow_duplicates=options["allow_duplicates"]
+                )
         except ImportFileError as exc:
             for error in exc.errors:
                 self.stderr.write(f"{path}:{error.line}: {error.message}")
