@@ -298,6 +298,9 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
         return _judgment_error(request, annotator, "Something in this form was not valid; please try again.")
     if strength is not None and not 1 <= strength <= 100:
         return _judgment_error(request, annotator, "The preference strength must be between 1 and 100.")
+    if post.get("strength_moved") == "0":
+        # compare.js says the slider was never touched: "not moved" is no strength, not its starting 50.
+        strength = None
     # Only pairs of the annotator's own study exist for them.
     pair = Pair.objects.filter(id=pair_id, study_id=annotator.study_id).first()
     if pair is None:
