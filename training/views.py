@@ -128,11 +128,15 @@ def _tables(study: Study, data: dict[str, Any]) -> dict[str, Any]:
     stated_rows = [
         {**a, "cells": [a["by_group"].get(g) for g in sv_groups]} for a in data["stated_vs_revealed"]["attributes"]
     ]
-    ids = dict(Annotator.objects.filter(study=study).values_list("pseudonym", "id"))
+    annotators = Annotator.objects.filter(study=study).values_list("pseudonym", "id", "excluded_at")
+    ids = {pseudonym: pk for pseudonym, pk, _ in annotators}
+    # Not cached with the rest: an exclusion must show at once (it does not change the numbers above).
+    excluded = {pseudonym: at for pseudonym, _, at in annotators if at is not None}
     has_model = data.get("model_version") is not None
     quality_rows = [
         {**q, "model_url": reverse("api-annotator-reward-model", args=[study.pk, ids[q["annotator"]]])
-         if has_model and q["annotator"] in ids else ""}
+         if has_model and q["annotator"] in ids else "",
+         "annotator_id": ids.get(q["annotator"]), "excluded_at": excluded.get(q["annotator"])}
         for q in data["quality"]
     ]
     group_model_urls = {

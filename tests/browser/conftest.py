@@ -108,7 +108,7 @@ def asgi_live_server(transactional_db):
         port = sock.getsockname()[1]
     config = uvicorn.Config(
         ASGIStaticFilesHandler(application), host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-        ws="websockets",
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="asgi-live-server", daemon=True)
