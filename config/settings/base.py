@@ -219,3 +219,5 @@ CELERY_BEAT_SCHEDULE = {
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
 # Embed a study's texts right after import (on the gpu queue); tests turn this off for speed.
 CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
+# Load the encoder and active models in a background thread on a web process's first request (training.warmup).
+CHORUS_WARM_ON_FIRST_REQUEST = env_bool("CHORUS_WARM_ON_FIRST_REQUEST", True)
