@@ -408,7 +408,9 @@ def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | 
     last = ModelVersion.objects.filter(study=study).exclude(status=ModelVersion.Status.FAILED).order_by("-id").first()
     if last and last.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
         return None
-    total = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE)
+    total = Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True).exclude(
+        choice=Judgment.Choice.TIE
+    )
     cutoff = last.data_cutoff if last else 0
     new = total.filter(id__gt=cutoff).count()
     first, every, minutes = retrain_rule(study)
