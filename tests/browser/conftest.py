@@ -83,6 +83,16 @@ def phone_page(browser):
     context.close()
 
 
+def axe_violations(page) -> list[dict]:
+    """axe-core's violations on the page as it is (rule id and the offending nodes' selectors)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    return [
+        {"id": v["id"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in Axe().run(page).response["violations"]
+    ]
+
+
 def shot(page, name: str) -> Path:
     """One screenshot of the page as it is (viewport only: what the person sees)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from feedback.models import Annotator, Candidate, Judgment, Pair, Prompt, Study, text_hash
-from tests.browser.conftest import shot
+from tests.browser.conftest import axe_violations, shot
 from tests.factories import StudyFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -67,6 +67,7 @@ def test_it_caps_a_huge_response_and_switches_responses_on_a_phone(live_server, 
     for name in ("Response 1 is better", "About the same", "Response 2 is better"):
         assert in_viewport(page, page.get_by_role("button", name=name)), name
     assert not page.locator(".keyhints").is_visible()
+    assert axe_violations(page) == []
     shot(page, "compare-huge-phone")
 
     page.get_by_role("tab", name="Response 2").click()
@@ -122,6 +123,7 @@ def test_it_keeps_the_key_hints_off_the_buttons_on_a_tall_pair_at_desktop(live_s
     # no phone switch at desktop width: both responses side by side
     assert not page.get_by_role("tablist", name="Show response").is_visible()
     assert page.locator("#response-left").is_visible() and page.locator("#response-right").is_visible()
+    assert axe_violations(page) == []
     shot(page, "compare-tall-desktop")
     # the slider never touched is recorded as "not moved" (no strength), a moved one as its value
     page.keyboard.press("1")
@@ -155,6 +157,7 @@ def test_it_tells_a_new_worker_the_study_is_full_before_consent(live_server, pag
     page.goto(f"{live_server.url}/s/{study.slug}/join?PROLIFIC_PID=LATE-1")
     assert page.get_by_role("heading", name="This study is full").is_visible()
     assert page.get_by_role("button", name="Start").count() == 0
+    assert axe_violations(page) == []
     link = page.get_by_role("link", name="Return to the platform")
     assert link.get_attribute("href") == "https://example.org/done?cc=FULL-SCREENOUT"
     shot(page, f"study-full-{size}")

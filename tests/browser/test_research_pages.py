@@ -9,19 +9,11 @@ import pytest
 
 from feedback import services
 from feedback.models import Annotator, Study
+from tests.browser.conftest import axe_violations
 from tests.factories import AnnotatorFactory, AssignmentFactory, ResearcherFactory, make_study_with_pairs
 from training.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def axe_violations(page) -> list[dict]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    return [
-        {"id": v["id"], "nodes": [n["target"] for n in v["nodes"]]}
-        for v in Axe().run(page).response["violations"]
-    ]
 
 
 def log_in(page, base: str, username: str, next_url: str) -> None:
