@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
@@ -269,9 +270,6 @@ def train_now(request: HttpRequest, pk: int) -> HttpResponse:
         error = f"Not yet: {exc}."
     htmx = getattr(request, "htmx", None)
     if not htmx:
-        from django.contrib import messages
-        from django.shortcuts import redirect
-
         if error:
             messages.error(request, error)
         else:
