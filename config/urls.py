@@ -1,11 +1,27 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+
+class FaviconRedirect(RedirectView):
+    """Browsers ask for /favicon.ico whatever the page links; send them to the static SVG.
+
+    The URL is resolved per request, not at import: a manifest storage (production) knows the hashed
+    name only once collectstatic has run.
+    """
+
+    permanent = False
+
+    def get_redirect_url(self, *args, **kwargs) -> str:
+        return static("favicon.svg")
+
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/studies/", permanent=False)),
+    path("favicon.ico", FaviconRedirect.as_view()),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

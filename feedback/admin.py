@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Profile, Prompt, Study
+from feedback.models import (
+    Annotator,
+    Assignment,
+    Candidate,
+    ExclusionEvent,
+    Judgment,
+    Pair,
+    Profile,
+    Prompt,
+    Study,
+)
 
 
 @admin.register(Study)
@@ -70,3 +80,18 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_display = ("id", "annotator", "pair", "choice", "strength", "time_ms", "created_at")
     list_filter = ("choice", "pair__study")
     raw_id_fields = ("annotator", "pair", "assignment")
+
+
+@admin.register(ExclusionEvent)
+class ExclusionEventAdmin(admin.ModelAdmin):
+    """The audit trail of researchers' exclusion decisions: read-only (the study pages write it)."""
+
+    list_display = ("at", "annotator", "excluded", "by", "reason")
+    list_filter = ("excluded",)
+    search_fields = ("annotator__pseudonym", "reason")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

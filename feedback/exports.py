@@ -211,7 +211,8 @@ def judgment_row(study: Study, judgment: Judgment) -> dict[str, Any]:
 
 def judgment_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
     judgments = (
-        Judgment.objects.filter(pair__study=study)
+        # Annotators a researcher excluded (quality flags) are left out; their rows stay stored.
+        Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True)
         .select_related("annotator__profile", "pair__prompt", "pair__candidate_a", "pair__candidate_b")
         .order_by("id")
     )
@@ -221,7 +222,7 @@ def judgment_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dic
 
 def annotator_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
     annotators = (
-        Annotator.objects.filter(study=study)
+        Annotator.objects.filter(study=study, excluded_at__isnull=True)
         .select_related("profile")
         .annotate(n_judgments=Count("judgments"))
         .order_by("id")

@@ -20,6 +20,14 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# The reward-model kinds a study can train (training.services.MODEL_KINDS holds the same names).
+MODEL_KIND_CHOICES = [
+    ("vpl", "VPL — variational user latent (default)"),
+    ("pal", "PAL — mixture of ideal points"),
+    ("bt", "Bradley–Terry — one shared reward, no personalization"),
+]
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -40,6 +48,11 @@ class Study(models.Model):
     completion_url = models.URLField(
         blank=True, default="", help_text="Crowd-platform return link; {code} is replaced by the completion code."
     )
+    # Sent instead of a completion code (in the completion URL) to a worker turned away because the study is full.
+    screenout_code = models.CharField(max_length=40, blank=True, default="")
+    # The study's retrain rule; null = the site default (CHORUS_RETRAIN_*), 0 = never automatically.
+    retrain_every_judgments = models.PositiveIntegerField(null=True, blank=True)
+    retrain_every_minutes = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -140,6 +153,13 @@ class Annotator(models.Model):
     # rejoin must prove it is the same person: the secret, the session, the API token or a signed link.
     resume_secret_hash = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # A researcher's quality decision: an excluded annotator's judgments stay stored but are left out of
+    # training and exports. Reversible; every change is logged in ExclusionEvent.
+    excluded_at = models.DateTimeField(null=True, blank=True)
+    excluded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    exclusion_reason = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -155,6 +175,10 @@ class Annotator(models.Model):
         if not secret or not self.resume_secret_hash:
             return False
         return hmac.compare_digest(self.resume_secret_hash, hashlib.sha256(secret.encode()).hexdigest())
+
+    @property
+    def is_excluded(self) -> bool:
+        return self.excluded_at is not None
 
 
 class Profile(models.Model):
@@ -238,3 +262,19 @@ class Judgment(models.Model):
             return "tie"
         a_left = self.shown_order == Assignment.Order.AB
         return "left" if (self.choice == self.Choice.A) == a_left else "right"
+
+
+class ExclusionEvent(models.Model):
+    """Who excluded (or re-included) an annotator, when and why: the audit trail of quality decisions."""
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="exclusion_events")
+    excluded = models.BooleanField()  # True: excluded; False: included again
+    reason = models.CharField(max_length=200, blank=True, default="")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{'exclude' if self.excluded else 'include'} {self.annotator} by {self.by}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from feedback.models import Annotator, Assignment, Judgment, Pair, Study
 
@@ -78,4 +80,40 @@ def study_judgments(study: Study) -> QuerySet[Judgment]:
         Judgment.objects.filter(pair__study=study)
         .select_related("annotator", "pair__candidate_a", "pair__candidate_b")
         .order_by("id")
+    )
+
+
+def study_is_full(study: Study) -> bool:
+    """No pair has a free overlap slot: a new annotator would get nothing to label.
+
+    A slot held by an open assignment past its TTL counts as free: the next claim gives it back
+    (services._release_stale_assignments), so a worker who abandoned the task does not fill the study.
+    """
+    target = study.overlap_target
+    if Pair.objects.filter(study=study, n_assigned__lt=target).exists():
+        return False
+    if not Pair.objects.filter(study=study).exists():
+        return True
+    cutoff = timezone.now() - timedelta(seconds=settings.CHORUS_ASSIGNMENT_TTL_SECONDS)
+    return not Assignment.objects.filter(
+        pair__study=study, completed_at__isnull=True, released_at__isnull=True, assigned_at__lt=cutoff
+    ).exists()
+
+
+def study_full_for_new_worker(study: Study, *, external_id: str = "") -> bool:
+    """The join page turns this worker away: the study is full and they are not a returning crowd id.
+
+    A returning crowd id resumes whatever they had (their open pair, or their completion code).
+    """
+    if external_id and Annotator.objects.filter(study=study, external_id=external_id).exists():
+        return False
+    return study_is_full(study)
+
+
+def study_recent_judgments(study: Study, *, limit: int) -> list[Judgment]:
+    """The newest judgments with what the researcher reads: both responses, the prompt, the annotator."""
+    return list(
+        Judgment.objects.filter(pair__study=study)
+        .select_related("annotator", "pair__prompt", "pair__candidate_a", "pair__candidate_b")
+        .order_by("-id")[:limit]
     )

@@ -71,7 +71,16 @@ def study_create(
     completion_url: str = "",
     slug: str | None = None,
     status: str = Study.Status.ACTIVE,
+    selector: str = "random",
+    model_kind: str = "vpl",
+    screenout_code: str = "",
+    retrain_every_judgments: int | None = None,
+    retrain_every_minutes: int | None = None,
 ) -> Study:
+    _validate_settings(
+        selector=selector, model_kind=model_kind,
+        retrain_every_judgments=retrain_every_judgments, retrain_every_minutes=retrain_every_minutes,
+    )
     fields = list(ALL_FIELD_NAMES) if profile_fields is None else profile_fields
     unknown = set(fields) - set(ALL_FIELD_NAMES)
     if unknown:
@@ -91,10 +100,87 @@ def study_create(
         completion_url=completion_url,
         created_by=created_by,
         status=status,
+        selector=selector,
+        model_kind=model_kind,
+        screenout_code=screenout_code,
+        retrain_every_judgments=retrain_every_judgments,
+        retrain_every_minutes=retrain_every_minutes,
     )
     if created_by is not None:
         study.researchers.add(created_by)
     return study
+
+
+def _validate_settings(
+    *, selector: str, model_kind: str, retrain_every_judgments: int | None, retrain_every_minutes: int | None
+) -> None:
+    from feedback.models import MODEL_KIND_CHOICES
+    from feedback.selection import SELECTORS
+
+    if selector not in SELECTORS:
+        raise ServiceError(f"unknown selector {selector!r}; choose one of {sorted(SELECTORS)}")
+    if model_kind not in dict(MODEL_KIND_CHOICES):
+        raise ServiceError(f"unknown model kind {model_kind!r}; choose one of {sorted(dict(MODEL_KIND_CHOICES))}")
+    for value in (retrain_every_judgments, retrain_every_minutes):
+        if value is not None and value < 0:
+            raise ServiceError("a retrain rule is a number of judgments or minutes, 0 or more")
+
+
+@transaction.atomic
+def study_settings_update(
+    *,
+    study: Study,
+    selector: str,
+    model_kind: str,
+    overlap_target: int,
+    pairs_per_annotator: int,
+    completion_url: str,
+    screenout_code: str,
+    retrain_every_judgments: int | None,
+    retrain_every_minutes: int | None,
+) -> Study:
+    """The settings card: how pairs are picked and trained on, how much is collected, where workers go back.
+
+    Lowering the overlap below pairs' claimed slots never un-assigns anyone: claims only check
+    n_assigned < target, so those pairs simply get no further annotators.
+    """
+    _validate_settings(
+        selector=selector, model_kind=model_kind,
+        retrain_every_judgments=retrain_every_judgments, retrain_every_minutes=retrain_every_minutes,
+    )
+    if overlap_target < 1 or pairs_per_annotator < 1:
+        raise ServiceError("overlap_target and pairs_per_annotator must be at least 1")
+    changes = {
+        "selector": selector, "model_kind": model_kind, "overlap_target": overlap_target,
+        "pairs_per_annotator": pairs_per_annotator, "completion_url": completion_url,
+        "screenout_code": screenout_code.strip(), "retrain_every_judgments": retrain_every_judgments,
+        "retrain_every_minutes": retrain_every_minutes,
+    }
+    for key, value in changes.items():
+        setattr(study, key, value)
+    study.save(update_fields=list(changes))
+    return study
+
+
+@transaction.atomic
+def annotator_set_excluded(*, annotator: Annotator, excluded: bool, by: Any, reason: str = "") -> Annotator:
+    """Exclude an annotator's judgments from training and exports, or include them again (logged).
+
+    Nothing is deleted: the judgments stay stored and count in the study's progress, so a decision can be
+    reversed. A no-op (already in that state) writes no event.
+    """
+    from feedback.models import ExclusionEvent
+
+    annotator = Annotator.objects.select_for_update().get(pk=annotator.pk)
+    if annotator.is_excluded == excluded:
+        return annotator
+    reason = reason.strip()[:200]
+    annotator.excluded_at = timezone.now() if excluded else None
+    annotator.excluded_by = by if excluded else None
+    annotator.exclusion_reason = reason if excluded else ""
+    annotator.save(update_fields=["excluded_at", "excluded_by", "exclusion_reason"])
+    ExclusionEvent.objects.create(annotator=annotator, excluded=excluded, reason=reason, by=by)
+    return annotator
 
 
 @dataclass

@@ -9,4 +9,10 @@ urlpatterns = [
     path("studies/<int:pk>/", views_research.study_detail, name="study_detail"),
     path("studies/<int:pk>/status", views_research.study_status, name="study_status"),
     path("studies/<int:pk>/import", views_research.study_import, name="study_import"),
+    path("studies/<int:pk>/settings", views_research.study_settings, name="study_settings"),
+    path(
+        "studies/<int:pk>/annotators/<int:annotator_id>/exclusion",
+        views_research.annotator_exclusion,
+        name="annotator_exclusion",
+    ),
 ]

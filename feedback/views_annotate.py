@@ -101,6 +101,15 @@ def _step_redirect(request: HttpRequest, annotator: Annotator, here: str) -> Htt
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
+def _study_full(request: HttpRequest, study: Study) -> HttpResponse:
+    """Every pair is at its overlap target: no completion code, only the study's screen-out return link."""
+    return_url = ""
+    if study.completion_url and study.screenout_code:
+        return_url = study.completion_url.replace("{code}", study.screenout_code)
+    context = {"study": study, "return_url": return_url, "screenout_code": study.screenout_code}
+    return render(request, "feedback/annotate/full.html", context, status=403)
+
+
 def _join_redirect(study_slug: str) -> HttpResponse:
     return redirect("feedback:join", slug=study_slug)
 
@@ -125,6 +134,9 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect(_step_url(current))
     if not study.is_open():
         return render(request, "feedback/annotate/closed.html", {"study": study}, status=403)
+    # Before consent and the profile: a full study must not take a worker's time (or pay a code).
+    if selectors.study_full_for_new_worker(study, external_id=pid):
+        return _study_full(request, study)
     if request.method == "POST":
         return _join_post(request, study, pid)
     if pid and not _may_resume(request, study, pid):
@@ -319,12 +331,24 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
         if not request.htmx:
             # Post/redirect/get without JavaScript: a reload never resubmits.
             return redirect(_step_url(annotator, "compare"))
-    assignment = services.assignment_next(annotator=annotator)
+    assignment, n_done = services.assignment_next_with_progress(annotator=annotator)
     if assignment is None:
-        if not annotator.study.is_open() and annotator.study.status == Study.Status.PAUSED:
-            return render(request, "feedback/annotate/paused.html", {"study": annotator.study})
+        if annotator.study.status == Study.Status.PAUSED:
+            return _paused(request, annotator)
+        if n_done == 0:
+            # Filled up between their join and their first pair: no code for nothing labelled.
+            if request.htmx:
+                return HttpResponseClientRedirect(_step_url(annotator, "compare"))
+            return _study_full(request, annotator.study)
         return _finished(request, annotator)
     return _render_comparison(request, annotator, assignment)
+
+
+def _paused(request: HttpRequest, annotator: Annotator) -> HttpResponse:
+    # Paused mid-task: an htmx swap would draw the whole page inside the compare area, so load it instead.
+    if request.htmx:
+        return HttpResponseClientRedirect(_step_url(annotator, "compare"))
+    return render(request, "feedback/annotate/paused.html", {"study": annotator.study})
 
 
 def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse | None:
@@ -346,6 +370,9 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
         return _judgment_error(request, annotator, "Something in this form was not valid; please try again.")
     if strength is not None and not 1 <= strength <= 100:
         return _judgment_error(request, annotator, "The preference strength must be between 1 and 100.")
+    if post.get("strength_moved") == "0":
+        # compare.js says the slider was never touched: "not moved" is no strength, not its starting 50.
+        strength = None
     # Only pairs of the annotator's own study exist for them.
     pair = Pair.objects.filter(id=pair_id, study_id=annotator.study_id).first()
     if pair is None:

@@ -11,13 +11,21 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from feedback import selectors, services
-from feedback.forms_research import ImportForm, StudyCreateForm, StudyStatusForm
+from feedback.forms_research import (
+    SETTINGS_FIELDS,
+    ImportForm,
+    StudyCreateForm,
+    StudySettingsForm,
+    StudyStatusForm,
+)
 from feedback.importers import ImportFileError
-from feedback.models import Study
+from feedback.models import Annotator, Study
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -111,6 +119,11 @@ def study_create(request: HttpRequest) -> HttpResponse:
                 overlap_target=data["overlap_target"],
                 pairs_per_annotator=data["pairs_per_annotator"],
                 completion_url=data["completion_url"],
+                selector=data["selector"],
+                model_kind=data["model_kind"],
+                screenout_code=data["screenout_code"],
+                retrain_every_judgments=data["retrain_every_judgments"],
+                retrain_every_minutes=data["retrain_every_minutes"],
             )
         except services.ServiceError as exc:
             form.add_error(None, str(exc))
@@ -122,7 +135,23 @@ def study_create(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(study: Study) -> dict:
-    return {"study": study, "counts": selectors.study_counts(study)}
+    return {"study": study, "counts": selectors.study_counts(study), "is_full": selectors.study_is_full(study)}
+
+
+def _render_detail(
+    request: HttpRequest, study: Study, *, settings_form: StudySettingsForm | None = None, status: int = 200
+) -> HttpResponse:
+    recent = selectors.study_recent_judgments(study, limit=RECENT_JUDGMENTS)
+    context = {
+        **_detail_context(study),
+        "join_url": selectors.join_url(study),
+        "prolific_url": _prolific_url(study),
+        "status_buttons": STATUS_BUTTONS,
+        "recent_judgments": recent,
+        "import_form": ImportForm(),
+        "settings_form": settings_form or StudySettingsForm.for_study(study),
+    }
+    return render(request, "feedback/research/study_detail.html", context, status=status)
 
 
 @login_required
@@ -131,18 +160,48 @@ def study_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         # The counts section polls this URL every few seconds.
         return render(request, "feedback/research/study_detail.html#counts", _detail_context(study))
-    recent = (
-        selectors.study_judgments(study).select_related("pair__prompt").order_by("-id")[:RECENT_JUDGMENTS]
-    )
-    context = {
-        **_detail_context(study),
-        "join_url": selectors.join_url(study),
-        "prolific_url": _prolific_url(study),
-        "status_buttons": STATUS_BUTTONS,
-        "recent_judgments": recent,
-        "import_form": ImportForm(),
-    }
-    return render(request, "feedback/research/study_detail.html", context)
+    return _render_detail(request, study)
+
+
+@login_required
+@require_POST
+def study_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """The settings card's form: every setting at once; errors re-render the page with the card open."""
+    study = _get_study_for_researcher(request, pk)
+    form = StudySettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            services.study_settings_update(study=study, **{k: form.cleaned_data[k] for k in SETTINGS_FIELDS})
+        except services.ServiceError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect(reverse("feedback:study_detail", args=[study.pk]) + "#settings")
+    study.refresh_from_db()
+    return _render_detail(request, study, settings_form=form, status=400)
+
+
+@login_required
+@require_POST
+def annotator_exclusion(request: HttpRequest, pk: int, annotator_id: int) -> HttpResponse:
+    """Exclude an annotator from training and exports, or include them again (the study page and dashboard)."""
+    study = _get_study_for_researcher(request, pk)
+    annotator = get_object_or_404(Annotator, pk=annotator_id, study=study)
+    exclude = request.POST.get("action") == "exclude"
+    if request.POST.get("action") not in ("exclude", "include"):
+        messages.error(request, "Unknown action.")
+    else:
+        services.annotator_set_excluded(
+            annotator=annotator, excluded=exclude, by=request.user, reason=request.POST.get("reason", "")
+        )
+        messages.success(
+            request,
+            f"{annotator.pseudonym} is {'excluded from' if exclude else 'included again in'} training and exports.",
+        )
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("feedback:study_detail", args=[study.pk]) + "#recent"
+    return redirect(back)
 
 
 @login_required

@@ -224,6 +224,18 @@ def _quality_flags(study: Study, rows: list[dict[str, Any]], profiles: dict[int,
     return sorted(flags, key=lambda f: (-len(f["flags"]), f["annotator"]))
 
 
+def _between_or_within(by_pair_group: dict[str, dict[int, list[str]]], a: str, b: str) -> float:
+    """One cell of the between-group agreement matrix; the diagonal is the WITHIN-group figure.
+
+    between_group_agreement(g, g) would pair every label with itself (100% with a single label per
+    item), so the diagonal uses pairwise_agreement: distinct label pairs within the group, nan (blank)
+    when no item has two labels — the same number as the group's row in the within-group table.
+    """
+    if a == b:
+        return stats.pairwise_agreement(by_pair_group[a])
+    return stats.between_group_agreement(by_pair_group[a], by_pair_group[b])
+
+
 def _accuracy_by_group(version: ModelVersion | None, field: str) -> dict[str, dict[str, Any]]:
     if version is None:
         return {}
@@ -313,7 +325,7 @@ def study_dashboard(study: Study, group_by: str = "gender") -> dict[str, Any]:
     for n in names:
         for r in rows_by_group.get(n, []):
             by_pair_group[n][r["pair_id"]].append(r["choice"])
-    between = {a: {b: stats.between_group_agreement(by_pair_group[a], by_pair_group[b]) for b in names} for a in names}
+    between = {a: {b: _between_or_within(by_pair_group, a, b) for b in names} for a in names}
     rank_corr = {a: {b: stats.rank_correlation(leaderboards[a], leaderboards[b]) for b in names} for a in names}
 
     pair_stats = Pair.objects.filter(study=study).aggregate(n=Count("id"))

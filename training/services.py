@@ -125,7 +125,11 @@ def load_version_model(version: ModelVersion):
 def _count_trainable(study: Study, *, up_to: int) -> int:
     """Non-tie judgments outside the held-out slice, counted up to ``up_to`` (stops reading there)."""
     fraction = settings.CHORUS_HELDOUT_FRACTION
-    ids = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE).values_list("id", flat=True)
+    ids = (
+        Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True)
+        .exclude(choice=Judgment.Choice.TIE)
+        .values_list("id", flat=True)
+    )
     count = 0
     for judgment_id in ids.iterator(chunk_size=256):
         count += not is_heldout(judgment_id, fraction)
@@ -324,7 +328,10 @@ def _evaluate(
 
 def _train_and_evaluate(version: ModelVersion) -> None:
     study = version.study
-    rows = _judgment_rows(Judgment.objects.filter(pair__study=study, id__lte=version.data_cutoff))
+    # Annotators a researcher excluded (feedback.services.annotator_set_excluded) do not train the model.
+    rows = _judgment_rows(
+        Judgment.objects.filter(pair__study=study, id__lte=version.data_cutoff, annotator__excluded_at__isnull=True)
+    )
     fraction = settings.CHORUS_HELDOUT_FRACTION
     train_rows = [j for j in rows if not is_heldout(j.id, fraction)]
     held_rows = [j for j in rows if is_heldout(j.id, fraction)]
@@ -386,20 +393,37 @@ def _train_and_evaluate(version: ModelVersion) -> None:
                                                   what=f"posterior refresh of study {study.pk}"))
 
 
+def retrain_rule(study: Study) -> tuple[int, int, int]:
+    """(judgments before the first model, new judgments per retrain, minutes per retrain); 0 = never.
+
+    A study's own rule (its settings card) wins over the site default (CHORUS_RETRAIN_*): with
+    retrain_every_judgments set, the first model also comes after that many judgments.
+    """
+    every_j = study.retrain_every_judgments
+    every_m = study.retrain_every_minutes
+    first = settings.CHORUS_RETRAIN_MIN_JUDGMENTS if every_j is None else every_j
+    every = settings.CHORUS_RETRAIN_EVERY_JUDGMENTS if every_j is None else every_j
+    minutes = settings.CHORUS_RETRAIN_EVERY_MINUTES if every_m is None else every_m
+    return first, every, minutes
+
+
 def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | None:
     """Queue a retrain after N new judgments, or after T minutes when anything new arrived."""
     last = ModelVersion.objects.filter(study=study).exclude(status=ModelVersion.Status.FAILED).order_by("-id").first()
     if last and last.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
         return None
-    total = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE)
+    total = Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True).exclude(
+        choice=Judgment.Choice.TIE
+    )
     cutoff = last.data_cutoff if last else 0
     new = total.filter(id__gt=cutoff).count()
+    first, every, minutes = retrain_rule(study)
     if last is None:
-        due = new >= settings.CHORUS_RETRAIN_MIN_JUDGMENTS
+        due = first > 0 and new >= first
     else:
         age = timezone.now() - (last.finished_at or last.created_at)
-        due = new >= settings.CHORUS_RETRAIN_EVERY_JUDGMENTS or (
-            new > 0 and (force_time or age >= timedelta(minutes=settings.CHORUS_RETRAIN_EVERY_MINUTES))
+        due = (every > 0 and new >= every) or (
+            new > 0 and minutes > 0 and (force_time or age >= timedelta(minutes=minutes))
         )
     if not due:
         return None

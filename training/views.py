@@ -12,24 +12,26 @@ import hashlib
 import logging
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from feedback import selectors
 from feedback.models import Annotator, Judgment, Profile, Study
 from feedback.profile_schema import FIELDS_BY_NAME, STATED_PREFS, groupable_fields
 from training import downloads
+from training import services as training_services
 from training.broker import broker_down
 from training.dashboard import study_dashboard
-from training.models import AnnotatorPosterior
+from training.models import AnnotatorPosterior, ModelVersion
 from training.services import active_version
 
 log = logging.getLogger(__name__)
@@ -137,11 +139,15 @@ def _tables(study: Study, data: dict[str, Any]) -> dict[str, Any]:
     stated_rows = [
         {**a, "cells": [a["by_group"].get(g) for g in sv_groups]} for a in data["stated_vs_revealed"]["attributes"]
     ]
-    ids = dict(Annotator.objects.filter(study=study).values_list("pseudonym", "id"))
+    annotators = Annotator.objects.filter(study=study).values_list("pseudonym", "id", "excluded_at")
+    ids = {pseudonym: pk for pseudonym, pk, _ in annotators}
+    # Not cached with the rest: an exclusion must show at once (it does not change the numbers above).
+    excluded = {pseudonym: at for pseudonym, _, at in annotators if at is not None}
     has_model = data.get("model_version") is not None
     quality_rows = [
         {**q, "model_url": reverse("api-annotator-reward-model", args=[study.pk, ids[q["annotator"]]])
-         if has_model and q["annotator"] in ids else ""}
+         if has_model and q["annotator"] in ids else "",
+         "annotator_id": ids.get(q["annotator"]), "excluded_at": excluded.get(q["annotator"])}
         for q in data["quality"]
     ]
     group_model_urls = {
@@ -242,3 +248,51 @@ def zip_response(bundle: downloads.ModelZip) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+# --- the study page's "Train now" panel -------------------------------------------------------------
+
+
+def train_panel_context(study: Study, *, error: str = "") -> dict[str, Any]:
+    """What the panel shows: the active model, the newest run and its status (polled while it runs)."""
+    latest = ModelVersion.objects.filter(study=study).order_by("-id").first()
+    active = active_version(study.pk)
+    pending = latest is not None and latest.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING)
+    return {
+        "study": study,
+        "active": active,
+        "active_accuracy": _pct((active.metrics or {}).get("accuracy")) if active else None,
+        "latest": latest if latest is not None and latest != active else None,
+        "latest_error": (latest.error.strip().splitlines() or [""])[0][:300] if latest and latest.error else "",
+        "pending": pending,
+        "error": error,
+    }
+
+
+@login_required
+@require_POST
+def train_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a retrain of the study's model now (idempotent while one runs); htmx swaps the panel."""
+    study = _get_study_for_researcher(request, pk)
+    error = ""
+    try:
+        training_services.model_version_request(study=study)
+    except training_services.NotEnoughJudgments as exc:
+        error = f"Not yet: {exc}."
+    htmx = getattr(request, "htmx", None)
+    if not htmx:
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, "Training started.")
+        return redirect(reverse("feedback:study_detail", args=[study.pk]) + "#settings")
+    # 200 even for "not yet": htmx swaps only 2xx, and the panel carries the reason.
+    return render(request, "training/_train_panel.html", train_panel_context(study, error=error))
+
+
+@login_required
+@require_GET
+def train_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The panel alone: the page polls this every few seconds while a run is queued or training."""
+    study = _get_study_for_researcher(request, pk)
+    return render(request, "training/_train_panel.html", train_panel_context(study))

@@ -293,3 +293,5 @@ CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
 CHORUS_RESUME_LINK_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_LINK_MAX_AGE_SECONDS", 7 * 24 * 3600)
 # The browser keeps its resume secret in a signed cookie this long (the session may expire sooner).
 CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS", 30 * 24 * 3600)
+# Load the encoder and active models in a background thread on a web process's first request (training.warmup).
+CHORUS_WARM_ON_FIRST_REQUEST = env_bool("CHORUS_WARM_ON_FIRST_REQUEST", True)

@@ -30,6 +30,8 @@ DEBUG = False
 CHORUS_EMBED_ON_IMPORT = False
 CHORUS_RETRAIN_MIN_JUDGMENTS = 10**9
 CHORUS_RETRAIN_EVERY_JUDGMENTS = 10**9
+# No background warm-up thread loading the encoder during tests (tests/training/test_warmup.py calls it).
+CHORUS_WARM_ON_FIRST_REQUEST = False
 
 # --- Real-worker tests (tests/training/test_worker.py) ------------------------------------------------
 # The worker those tests start runs with these settings plus env overrides: CHORUS_TEST_EAGER=0 makes it

@@ -8,6 +8,14 @@
   }
 
   ready(function () {
+    // After a rejected profile, take the person to the first question that needs an answer.
+    var firstError = document.querySelector(".profile-form .has-error");
+    if (firstError) {
+      var control = firstError.querySelector("input:not([type=hidden]):not(:disabled), select, textarea");
+      firstError.scrollIntoView({ block: "start" });
+      if (control) control.focus({ preventScroll: true });
+    }
+
     // Show each profile slider's value next to it.
     document.querySelectorAll('.profile-form input[type="range"][data-output]').forEach(function (slider) {
       slider.addEventListener("input", function () {

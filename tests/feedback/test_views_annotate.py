@@ -647,3 +647,104 @@ def test_it_does_not_resume_a_different_pid_on_a_shared_browser(client, study):
     assert response.status_code == 200
     client.post(url("join", study), {"pid": "second"})
     assert set(Annotator.objects.filter(study=study).values_list("external_id", flat=True)) == {"first", "second"}
+
+
+# --- a full study (issue 15) ------------------------------------------------------------------------
+
+
+def _fill(study: Study) -> None:
+    """Every pair at its overlap target (as if other annotators had taken every slot)."""
+    study.pairs.update(n_assigned=study.overlap_target)
+
+
+def test_it_turns_a_new_worker_away_from_a_full_study_before_consent(client, study):
+    _fill(study)
+    response = client.get(url("join", study) + "?PROLIFIC_PID=NEW-1")
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert "This study is full" in html and "No completion code" in html
+    assert "Start" not in html and "Return to the platform" not in html
+    response = client.post(url("join", study), {"pid": "NEW-1"})
+    assert response.status_code == 403
+    assert not Annotator.objects.filter(study=study).exists()
+
+
+def test_it_sends_a_worker_of_a_full_study_back_with_the_screenout_code(client, study):
+    study.completion_url = "https://app.prolific.com/submissions/complete?cc={code}"
+    study.screenout_code = "SCREENED"
+    study.save()
+    _fill(study)
+    html = client.get(url("join", study)).content.decode()
+    assert 'href="https://app.prolific.com/submissions/complete?cc=SCREENED"' in html
+    assert "No completion code" in html
+
+
+def test_it_lets_a_returning_crowd_id_resume_a_full_study(client, study):
+    ann = AnnotatorFactory(study=study, external_id="BACK-1")
+    _fill(study)
+    response = client.get(url("join", study) + "?pid=BACK-1")
+    assert response.status_code == 200 and "This study is full" not in response.content.decode()
+    client.post(url("join", study), {"pid": "BACK-1"})
+    assert Annotator.objects.filter(study=study).count() == 1
+    assert int(client.session["_auth_user_id"]) == ann.user_id
+
+
+def test_it_counts_a_slot_abandoned_past_its_ttl_as_free(client, study, settings):
+    settings.CHORUS_ASSIGNMENT_TTL_SECONDS = 60
+    other = AnnotatorFactory(study=study)
+    pair = study.pairs.first()
+    stale = Assignment.objects.create(annotator=other, pair=pair, shown_order="ab")
+    Assignment.objects.filter(pk=stale.pk).update(assigned_at=timezone.now() - timezone.timedelta(minutes=5))
+    _fill(study)
+    assert client.get(url("join", study)).status_code == 200
+
+
+def test_it_shows_full_not_a_code_when_the_study_filled_before_the_first_pair(client, study):
+    ann = AnnotatorFactory(study=study, profile_completed_at=timezone.now())
+    client.force_login(ann.user)
+    _fill(study)
+    response = client.get(url("compare", study))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "This study is full" in html and ann.completion_code not in html
+    ann.refresh_from_db()
+    assert ann.completed_at is None
+    htmx = client.get(url("compare", study), HTTP_HX_REQUEST="true")
+    assert htmx["HX-Redirect"] == url("compare", study)
+
+
+def test_it_redirects_htmx_to_the_paused_page_when_paused_mid_task(ready_client, ready, study):
+    headers = {"HTTP_HX_REQUEST": "true"}
+    pair_id, key, _ = current_form(ready_client, study, **headers)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
+    response = ready_client.post(url("compare", study), {"pair": pair_id, "client_key": key, "choice": "left"}, **headers)
+    # The judgment of the pair on screen is kept; the page, not the compare area, shows the pause.
+    assert Judgment.objects.filter(annotator=ready).count() == 1
+    assert response["HX-Redirect"] == url("compare", study)
+    assert "topbar" not in response.content.decode()
+    page = ready_client.get(url("compare", study))
+    assert page.status_code == 200 and "The study is paused" in page.content.decode()
+
+
+def test_it_records_a_slider_never_moved_as_no_strength(ready_client, ready, study):
+    pair_id, key, _ = current_form(ready_client, study)
+    judge(ready_client, study, pair_id, key, strength="50", strength_moved="0")
+    pair_id, key, _ = current_form(ready_client, study)
+    judge(ready_client, study, pair_id, key, strength="50", strength_moved="1")
+    pair_id, key, _ = current_form(ready_client, study)
+    judge(ready_client, study, pair_id, key, strength="50")  # no JavaScript: what the form sent
+    assert list(Judgment.objects.order_by("id").values_list("strength", flat=True)) == [None, 50, 50]
+
+
+def test_it_keeps_line_breaks_of_a_response_over_100k_characters(ready_client, ready, study):
+    from feedback.rendering import MAX_MARKDOWN_CHARS
+
+    long_text = ("line one <b>bold?</b>\n    indented line two\n\n" * (MAX_MARKDOWN_CHARS // 40 + 10))
+    _pair_id, _key, _ = current_form(ready_client, study)
+    assignment = Assignment.objects.get(annotator=ready, completed_at__isnull=True)
+    cand = assignment.pair.candidate_a
+    cand.text = long_text
+    cand.save()
+    html = ready_client.get(url("compare", study)).content.decode()
+    assert '<div class="md-plain">line one &lt;b&gt;bold?&lt;/b&gt;\n    indented line two\n\n' in html
+    assert "<b>bold?</b>" not in html

@@ -364,3 +364,142 @@ def test_it_shows_the_login_page(client, db):
     response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
     assert response.status_code == 200
     assert "Please enter a correct username and password" in response.content.decode()
+
+
+# --- settings card, full study, recent judgments, exclusion (issue 15) ------------------------------
+
+SETTINGS_POST = {
+    "selector": "info_gain", "model_kind": "pal", "overlap_target": "4", "pairs_per_annotator": "7",
+    "completion_url": "https://app.prolific.com/submissions/complete?cc={code}", "screenout_code": "NOPE1",
+    "retrain_every_judgments": "25", "retrain_every_minutes": "0",
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_guards_the_settings_post(client, study, login_as, role):
+    url = reverse("feedback:study_settings", args=[study.pk])
+    login_as(role)
+    response = client.post(url, SETTINGS_POST)
+    study.refresh_from_db()
+    if role == "anonymous":
+        _assert_login_redirect(response, url)
+    elif STUDY_PAGE_EXPECTED[role] == 403:
+        assert response.status_code == 403
+    else:
+        assert response.status_code == 302
+    assert (study.selector == "info_gain") == (role in ("researcher", "superuser"))
+
+
+def test_it_shows_dropdowns_of_the_allowed_settings_on_the_study_page(client, study, researcher):
+    from feedback.selection import SELECTORS
+
+    client.force_login(researcher)
+    html = client.get(reverse("feedback:study_detail", args=[study.pk])).content.decode()
+    assert 'id="settings"' in html and "Train now" in html
+    for name in SELECTORS:
+        assert f'<option value="{name}"' in html
+    for kind in ("bt", "vpl", "pal"):
+        assert f'<option value="{kind}"' in html
+    assert 'name="retrain_every_judgments"' in html and 'name="screenout_code"' in html
+
+
+def test_it_saves_the_settings(client, study, researcher):
+    client.force_login(researcher)
+    response = client.post(reverse("feedback:study_settings", args=[study.pk]), SETTINGS_POST)
+    assert response["Location"].endswith("#settings")
+    study.refresh_from_db()
+    assert (study.selector, study.model_kind, study.overlap_target, study.pairs_per_annotator) == ("info_gain", "pal", 4, 7)
+    assert study.screenout_code == "NOPE1" and study.completion_url.endswith("cc={code}")
+    assert (study.retrain_every_judgments, study.retrain_every_minutes) == (25, 0)
+    # empty retrain rule = the site default again
+    client.post(reverse("feedback:study_settings", args=[study.pk]),
+                {**SETTINGS_POST, "retrain_every_judgments": "", "retrain_every_minutes": ""})
+    study.refresh_from_db()
+    assert (study.retrain_every_judgments, study.retrain_every_minutes) == (None, None)
+
+
+@pytest.mark.parametrize("field, value", [("selector", "clever"), ("model_kind", "gpt"), ("overlap_target", "0"),
+                                          ("retrain_every_minutes", "-1"), ("completion_url", "not a url")])
+def test_it_rerenders_bad_settings_with_the_error_and_changes_nothing(client, study, researcher, field, value):
+    client.force_login(researcher)
+    response = client.post(reverse("feedback:study_settings", args=[study.pk]), {**SETTINGS_POST, field: value})
+    assert response.status_code == 400
+    assert "has-error" in response.content.decode()
+    study.refresh_from_db()
+    assert study.selector == "random" and study.overlap_target == 2
+
+
+def test_it_creates_studies_with_active_learning_and_the_chosen_settings(client, researcher):
+    client.force_login(researcher)
+    html = client.get(reverse("feedback:study_create")).content.decode()
+    assert '<option value="mixed" selected>' in html
+    client.post(reverse("feedback:study_create"), {"name": "Defaults", "overlap_target": 3, "pairs_per_annotator": 10})
+    assert Study.objects.get(name="Defaults").selector == "mixed"
+    client.post(reverse("feedback:study_create"), {"name": "Chosen", "overlap_target": 3, "pairs_per_annotator": 10,
+                                                   "selector": "random", "model_kind": "bt", "retrain_every_judgments": 5})
+    chosen = Study.objects.get(name="Chosen")
+    assert (chosen.selector, chosen.model_kind, chosen.retrain_every_judgments) == ("random", "bt", 5)
+
+
+def test_it_says_on_the_study_page_when_the_study_is_full(client, study, researcher):
+    client.force_login(researcher)
+    url = reverse("feedback:study_detail", args=[study.pk])
+    assert "Study full" not in client.get(url).content.decode()
+    study.pairs.update(n_assigned=study.overlap_target)
+    assert "Study full" in client.get(url).content.decode()
+    assert "Study full" in client.get(url, HTTP_HX_REQUEST="true").content.decode()  # the polled counts
+
+
+def test_it_shows_both_responses_side_strength_rationale_in_recent_judgments(client, study, researcher):
+    pair = study.pairs.select_related("candidate_a", "candidate_b").first()
+    ann = AnnotatorFactory(study=study)
+    AssignmentFactory(annotator=ann, pair=pair, shown_order="ba")
+    services.judgment_create(annotator=ann, pair=pair, choice="a", client_key="k1", rationale="Kinder tone", time_ms=2500)
+    client.force_login(researcher)
+    html = client.get(reverse("feedback:study_detail", args=[study.pk])).content.decode()
+    assert pair.candidate_a.text in html and pair.candidate_b.text in html
+    assert "<details" in html  # collapsed
+    assert "Kinder tone" in html and "2.5 s" in html
+    assert "<td>right</td>" in html  # A was shown on the right
+    assert "not moved" in html  # no strength given for a side choice
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_guards_the_exclusion_post(client, study, login_as, role, annotator):
+    url = reverse("feedback:annotator_exclusion", args=[study.pk, annotator.pk])
+    login_as(role)
+    response = client.post(url, {"action": "exclude"})
+    annotator.refresh_from_db()
+    if role == "anonymous":
+        _assert_login_redirect(response, url)
+    elif STUDY_PAGE_EXPECTED[role] == 403:
+        assert response.status_code == 403
+    assert annotator.is_excluded == (role in ("researcher", "superuser"))
+
+
+def test_it_excludes_and_includes_an_annotator_with_a_record(client, study, researcher):
+    from feedback.exports import annotator_rows, judgment_rows
+    from feedback.models import ExclusionEvent
+
+    pair = study.pairs.first()
+    ann = AnnotatorFactory(study=study)
+    AssignmentFactory(annotator=ann, pair=pair)
+    services.judgment_create(annotator=ann, pair=pair, choice="a", client_key="k1")
+    client.force_login(researcher)
+    url = reverse("feedback:annotator_exclusion", args=[study.pk, ann.pk])
+    dashboard = reverse("training:dashboard", args=[study.pk]) + "#quality"
+    response = client.post(url, {"action": "exclude", "reason": "too fast", "next": dashboard})
+    assert response["Location"] == dashboard
+    ann.refresh_from_db()
+    assert ann.is_excluded and ann.excluded_by == researcher and ann.exclusion_reason == "too fast"
+    assert list(judgment_rows(study)) == [] and list(annotator_rows(study)) == []
+    # stays stored, shows as excluded
+    assert "excluded" in client.get(reverse("feedback:study_detail", args=[study.pk])).content.decode()
+    client.post(url, {"action": "include", "next": "https://evil.example/"})
+    ann.refresh_from_db()
+    assert not ann.is_excluded and len(list(judgment_rows(study))) == 1
+    events = list(ExclusionEvent.objects.filter(annotator=ann).order_by("id").values_list("excluded", "by", "reason"))
+    assert events == [(True, researcher.pk, "too fast"), (False, researcher.pk, "")]
+    other_study_ann = AnnotatorFactory()
+    assert client.post(reverse("feedback:annotator_exclusion", args=[study.pk, other_study_ann.pk]),
+                       {"action": "exclude"}).status_code == 404

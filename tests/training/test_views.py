@@ -215,3 +215,96 @@ def test_annotator_ids_never_leak_into_the_dashboard(study, researcher):
     AnnotatorFactory(study=study, external_id="PROLIFIC-SECRET-123")
     html = _client(researcher).get(reverse("training:dashboard", args=[study.pk])).content.decode()
     assert "PROLIFIC-SECRET-123" not in html
+
+
+# --- the study page's "Train now" panel (issue 15) -------------------------------------------------
+
+TRAIN_ROLES = ["anonymous", "annotator", "other_annotator", "other_researcher", "researcher"]
+
+
+def _user_for(role: str, study, annotator, other_annotator):
+    return {
+        "anonymous": None,
+        "annotator": annotator.user,
+        "other_annotator": other_annotator.user,
+        "other_researcher": ResearcherFactory(),
+        "researcher": study.created_by,
+    }[role]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", TRAIN_ROLES)
+def test_train_now_and_its_status_are_for_the_study_researchers_only(study, annotator, other_annotator, role):
+    from training.models import ModelVersion
+
+    client = _client(_user_for(role, study, annotator, other_annotator))
+    post = client.post(reverse("training:train_now", args=[study.pk]), HTTP_HX_REQUEST="true")
+    get = client.get(reverse("training:train_status", args=[study.pk]))
+    if role == "anonymous":
+        assert post.status_code == get.status_code == 302 and "/accounts/login/" in post["Location"]
+    elif role == "researcher":
+        assert post.status_code == get.status_code == 200
+    else:
+        assert post.status_code == get.status_code == 403
+    assert not ModelVersion.objects.filter(study=study).exists()  # nothing to train on: nobody queued one
+
+
+@pytest.mark.django_db
+def test_train_now_says_why_not_and_polls_a_running_job(study, researcher):
+    from training.models import ModelVersion
+
+    client = _client(researcher)
+    url = reverse("training:train_now", args=[study.pk])
+    html = client.post(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Not yet:" in html and "at least 2" in html
+    # without htmx: back to the study page with the reason as a message
+    response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0].endswith(f"/studies/{study.pk}/#settings")
+    assert "Not yet:" in response.content.decode()
+
+    version = ModelVersion.objects.create(study=study, kind="vpl")
+    status = client.get(reverse("training:train_status", args=[study.pk])).content.decode()
+    assert 'hx-trigger="every 2s"' in status and 'data-job-status="queued"' in status and " disabled" in status
+    ModelVersion.objects.filter(pk=version.pk).update(status="failed", error="RuntimeError: out of memory\ntrace")
+    status = client.get(reverse("training:train_status", args=[study.pk])).content.decode()
+    assert "hx-trigger" not in status  # finished: the panel stops polling
+    assert 'data-job-status="failed"' in status and "RuntimeError: out of memory" in status and "trace" not in status
+
+
+@pytest.mark.django_db
+def test_train_now_trains_a_model_and_the_panel_shows_it(style_study, researcher):
+    label_all(style_study, n_annotators=4, per_annotator=10)
+    client = _client(researcher)
+    html = client.post(reverse("training:train_now", args=[style_study.pk]), HTTP_HX_REQUEST="true").content.decode()
+    version = services.active_version(style_study.pk)
+    assert version is not None  # eager tasks: trained within the request
+    assert f"Active: <strong>version {version.pk}</strong>" in html
+    page = client.get(reverse("feedback:study_detail", args=[style_study.pk])).content.decode()
+    assert f"version {version.pk}" in page
+
+
+@pytest.mark.django_db
+def test_the_study_download_is_a_link_only_once_a_model_is_active(trained_study, researcher, study):
+    client = _client(researcher)
+    none_yet = client.get(reverse("training:dashboard", args=[study.pk])).content.decode()
+    assert 'id="no-model-reason"' in none_yet and " disabled" in none_yet
+    assert reverse("api-study-model", args=[study.pk]) not in none_yet
+    ready = client.get(reverse("training:dashboard", args=[trained_study.pk])).content.decode()
+    assert f'href="{reverse("api-study-model", args=[trained_study.pk])}" download' in ready
+    assert 'id="no-model-reason"' not in ready
+
+
+@pytest.mark.django_db
+def test_the_retrain_rule_of_a_study_wins_over_the_site_default(style_study, settings):
+    from training.models import ModelVersion
+
+    settings.CHORUS_RETRAIN_MIN_JUDGMENTS = 10**9
+    style_study.retrain_every_judgments = 8
+    style_study.save(update_fields=["retrain_every_judgments"])
+    assert services.retrain_rule(style_study) == (8, 8, settings.CHORUS_RETRAIN_EVERY_MINUTES)
+    label_all(style_study, n_annotators=2, per_annotator=6)  # 12 judgments: the 8th queues the first model
+    assert ModelVersion.objects.filter(study=style_study).exists()
+    style_study.retrain_every_judgments = 0
+    style_study.retrain_every_minutes = 0
+    style_study.save(update_fields=["retrain_every_judgments", "retrain_every_minutes"])
+    assert services.retrain_if_due(study=style_study, force_time=True) is None  # manual only
