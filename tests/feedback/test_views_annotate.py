@@ -680,13 +680,18 @@ def test_it_sends_a_worker_of_a_full_study_back_with_the_screenout_code(client, 
 
 
 def test_it_lets_a_returning_crowd_id_resume_a_full_study(client, study):
-    ann = AnnotatorFactory(study=study, external_id="BACK-1")
+    client.post(url("join", study), {"pid": "BACK-1"})  # this browser keeps the resume secret
+    ann = Annotator.objects.get(study=study, external_id="BACK-1")
     _fill(study)
+    client.session.flush()  # the session ended; the resume cookie is the proof
+    client.cookies.pop("sessionid", None)
     response = client.get(url("join", study) + "?pid=BACK-1")
     assert response.status_code == 200 and "This study is full" not in response.content.decode()
     client.post(url("join", study), {"pid": "BACK-1"})
     assert Annotator.objects.filter(study=study).count() == 1
     assert int(client.session["_auth_user_id"]) == ann.user_id
+    # Without the proof, knowing the crowd id gets neither the study nor the "full" page's screen-out.
+    assert Client().get(url("join", study) + "?pid=BACK-1").status_code == 403
 
 
 def test_it_counts_a_slot_abandoned_past_its_ttl_as_free(client, study, settings):
