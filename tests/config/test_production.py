@@ -20,8 +20,10 @@ GOOD_ENV = {
 
 
 def _run(code: str | None = None, *, env: dict[str, str], args: list[str] | None = None):
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")}
+    # The browser tests' modules set DJANGO_ALLOW_ASYNC_UNSAFE in this process (their live server needs it);
+    # a deployment never has it, and check --deploy rightly flags it.
+    dropped = ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    base = {k: v for k, v in os.environ.items() if k not in dropped}
     cmd = [sys.executable, *(args or ["-c", code or ""])]
     return subprocess.run(cmd, cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120)
 
