@@ -31,6 +31,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from feedback import selectors, services
+from feedback.forms_research import import_upload_limit
 from feedback.importers import ImportFileError
 from feedback.models import Annotator, Pair, Profile, Study
 from feedback.parsers import StrictJSONParser
@@ -241,9 +242,10 @@ class StudyImportView(ChorusAPIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         upload = serializer.validated_data["file"]
-        if upload.size > settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES:
+        limit = import_upload_limit()
+        if upload.size > limit:
             return Response(
-                {"errors": [{"line": 0, "message": f"file is larger than {settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES} bytes"}]},
+                {"errors": [{"line": 0, "message": f"file is larger than {limit} bytes"}]},
                 status=status.HTTP_400_BAD_REQUEST,
             )
         allow = str(request.query_params.get("allow_duplicates") or request.data.get("allow_duplicates") or "")

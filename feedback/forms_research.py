@@ -131,6 +131,12 @@ class StudyCreateForm(forms.Form):
         return name
 
 
+def import_upload_limit() -> int:
+    """The largest upload accepted: the upload cap, and never more than the uncompressed cap (a file larger
+    than that cannot be valid, compressed or not). The API and the page share it."""
+    return min(settings.CHORUS_IMPORT_MAX_UPLOAD_BYTES, settings.CHORUS_IMPORT_MAX_BYTES)
+
+
 class ImportForm(forms.Form):
     file = forms.FileField(
         label="File",
@@ -146,8 +152,9 @@ class ImportForm(forms.Form):
     def clean_file(self):
         upload = self.cleaned_data["file"]
         # Compressed files are checked again after decompression by the importer.
-        if upload.size > settings.CHORUS_IMPORT_MAX_BYTES:
-            raise forms.ValidationError(f"The file is larger than {settings.CHORUS_IMPORT_MAX_BYTES} bytes.")
+        limit = import_upload_limit()
+        if upload.size > limit:
+            raise forms.ValidationError(f"The file is larger than {limit} bytes.")
         return upload
 
 

@@ -6,6 +6,7 @@ so `make demo` needs no other service. Set DATABASE_URL / REDIS_URL to scale out
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -177,8 +178,8 @@ CELERY_TASK_PUBLISH_RETRY = False
 # max_retries 0: kombu's default channel otherwise keeps retrying the connection for the whole connect
 # timeout before a publish fails (~0.7 s per judgment measured, BENCHMARKS.md "Broker outage"). Workers
 # reconnect with their own retry policy (broker_connection_retry), which these options do not change.
-BROKER_FAIL_FAST_OPTIONS = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT, "max_retries": 0}
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+BROKER_FAIL_FAST_OPTIONS: dict[str, Any] = {"socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT, "max_retries": 0}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     **BROKER_FAIL_FAST_OPTIONS,
 }

@@ -49,5 +49,9 @@ if os.environ.get("CHORUS_TEST_EAGER", "1") == "0":
     # kombu sweeps for messages whose visibility timeout ran out only every interval × throttle seconds
     # (10 × 10 by default): sweep every second so a dead worker's task comes back within the test.
     CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+# Worker tests of parallel pytest runs share Redis db 15: each run prefixes its broker keys (queues, unacked
+# messages) so no run consumes or purges another's messages (tests/training/test_worker.py sets it).
+if os.environ.get("CHORUS_TEST_BROKER_PREFIX"):
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {"global_keyprefix": os.environ["CHORUS_TEST_BROKER_PREFIX"]}
 CHORUS_TRAINING_STALE_SECONDS = env_int("CHORUS_TRAINING_STALE_SECONDS", 600)  # noqa: F405
 CHORUS_FIT_EPOCHS = env_int("CHORUS_FIT_EPOCHS", 0)  # noqa: F405

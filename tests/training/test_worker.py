@@ -34,7 +34,10 @@ pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transa
 
 ROOT = Path(__file__).resolve().parents[2]
 DEAD_BROKER = "redis://127.0.0.1:1/15"  # nothing listens on port 1
+# Parallel pytest runs (other checkouts) share Redis db 15: this run's broker keys carry its own prefix.
+BROKER_PREFIX = f"chorus-test-{os.getpid()}:"
 WORKER_ENV = {
+    "CHORUS_TEST_BROKER_PREFIX": BROKER_PREFIX,
     "CHORUS_TEST_EAGER": "0",
     "CELERY_VISIBILITY_TIMEOUT": "10",
     "CHORUS_TRAINING_STALE_SECONDS": "5",
@@ -67,15 +70,16 @@ def redis_up():
 def _purge_broker() -> None:
     """Drop messages left by an earlier (aborted) run: their ids would point into this test's database."""
     r = _redis()
-    for pattern in ("default", "default\x06\x16*", "gpu", "gpu\x06\x16*", "unacked*"):
-        keys = list(r.scan_iter(match=pattern))
+    for pattern in ("default", "default\x06\x16*", "gpu", "gpu\x06\x16*", "unacked*", "_kombu.*"):
+        keys = list(r.scan_iter(match=BROKER_PREFIX + pattern))
         if keys:
             r.delete(*keys)
 
 
 def _broker_drained() -> bool:
     r = _redis()
-    return r.llen("default") == 0 and r.llen("gpu") == 0 and r.hlen("unacked") == 0
+    p = BROKER_PREFIX
+    return r.llen(p + "default") == 0 and r.llen(p + "gpu") == 0 and r.hlen(p + "unacked") == 0
 
 
 def _use_broker(url: str) -> None:
@@ -175,6 +179,8 @@ def start_worker(trained_study, tmp_path):
 
     _purge_broker()
     app.conf.task_always_eager = False
+    transport_options = app.conf.broker_transport_options
+    app.conf.broker_transport_options = {**transport_options, "global_keyprefix": BROKER_PREFIX}
     _use_broker(django_settings.CELERY_BROKER_URL)
     workers: list[Worker] = []
 
@@ -187,6 +193,7 @@ def start_worker(trained_study, tmp_path):
     for worker in workers:
         worker.stop()
     app.conf.task_always_eager = True
+    app.conf.broker_transport_options = transport_options
     _use_broker(django_settings.CELERY_BROKER_URL)
     _purge_broker()
 

@@ -126,7 +126,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Dashboard: /studies/{study.pk}/dashboard/  (done in {time.perf_counter() - started:.0f} s)")
 
     def _join(self, study: Study, external_id: str, profile: dict[str, Any]) -> Annotator:
-        annotator, _ = fs.annotator_join(study=study, external_id=external_id)
+        # A server-side command may resume its own simulated annotator (an interrupted earlier run) directly;
+        # annotator_join refuses a known crowd id without its resume secret.
+        existing = Annotator.objects.filter(study=study, external_id=external_id).first()
+        annotator = existing or fs.annotator_join(study=study, external_id=external_id)[0]
         fs.annotator_consent(annotator=annotator)
         allowed = set(study.profile_fields)
         fs.profile_update(annotator=annotator, data={k: v for k, v in profile.items() if k in allowed})
