@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Profile, Prompt, Study
+from feedback.models import (
+    Annotator,
+    Assignment,
+    Candidate,
+    Judgment,
+    ModelEndpoint,
+    Pair,
+    Profile,
+    Prompt,
+    Study,
+)
 
 
 @admin.register(Study)
@@ -70,3 +80,11 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_display = ("id", "annotator", "pair", "choice", "strength", "time_ms", "created_at")
     list_filter = ("choice", "pair__study")
     raw_id_fields = ("annotator", "pair", "assignment")
+
+
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(admin.ModelAdmin):
+    list_display = ("name", "study", "base_url", "model_id", "is_active")
+    list_filter = ("study", "is_active")
+    # The API key is never rendered, not even to staff: set it on the study's endpoints page.
+    exclude = ("api_key",)

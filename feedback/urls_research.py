@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback import views_research
+from feedback import views_endpoints, views_research
 
 # Included at the site root by feedback/urls.py (app_name "feedback").
 urlpatterns = [
@@ -9,4 +9,10 @@ urlpatterns = [
     path("studies/<int:pk>/", views_research.study_detail, name="study_detail"),
     path("studies/<int:pk>/status", views_research.study_status, name="study_status"),
     path("studies/<int:pk>/import", views_research.study_import, name="study_import"),
+    # Model endpoints, live conversations and judgment design (issue 12).
+    path("studies/<int:pk>/models", views_endpoints.study_models, name="study_models"),
+    path("studies/<int:pk>/models/<int:endpoint_id>/test", views_endpoints.endpoint_test, name="endpoint_test"),
+    path("studies/<int:pk>/models/<int:endpoint_id>/active", views_endpoints.endpoint_active, name="endpoint_active"),
+    path("studies/<int:pk>/design", views_endpoints.study_design, name="study_design"),
+    path("studies/<int:pk>/attention-checks", views_endpoints.attention_checks, name="attention_checks"),
 ]

@@ -61,7 +61,8 @@ class JudgmentBatch:
 def _judgment_rows(judgments) -> list[Judgment]:
     # Ties carry no direction for a Bradley–Terry likelihood; they count in agreement stats only.
     return list(
-        judgments.exclude(choice=Judgment.Choice.TIE)
+        judgments.exclude(choice__in=Judgment.UNDIRECTED)  # ties and "both bad" (issue 12)
+        .filter(pair__gold_choice="")  # gold/attention checks test the annotator, not their taste
         .select_related("pair__prompt", "pair__candidate_a", "pair__candidate_b")
         .order_by("id")
     )
@@ -125,7 +126,7 @@ def load_version_model(version: ModelVersion):
 def _count_trainable(study: Study, *, up_to: int) -> int:
     """Non-tie judgments outside the held-out slice, counted up to ``up_to`` (stops reading there)."""
     fraction = settings.CHORUS_HELDOUT_FRACTION
-    ids = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE).values_list("id", flat=True)
+    ids = Judgment.objects.filter(pair__study=study).exclude(choice__in=Judgment.UNDIRECTED).values_list("id", flat=True)
     count = 0
     for judgment_id in ids.iterator(chunk_size=256):
         count += not is_heldout(judgment_id, fraction)
@@ -387,7 +388,7 @@ def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | 
     last = ModelVersion.objects.filter(study=study).exclude(status=ModelVersion.Status.FAILED).order_by("-id").first()
     if last and last.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
         return None
-    total = Judgment.objects.filter(pair__study=study).exclude(choice=Judgment.Choice.TIE)
+    total = Judgment.objects.filter(pair__study=study).exclude(choice__in=Judgment.UNDIRECTED)
     cutoff = last.data_cutoff if last else 0
     new = total.filter(id__gt=cutoff).count()
     if last is None:

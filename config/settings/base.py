@@ -219,3 +219,8 @@ CELERY_BEAT_SCHEDULE = {
 CHORUS_AL_RANDOM_SHARE = float(os.environ.get("CHORUS_AL_RANDOM_SHARE", "0.2"))
 # Embed a study's texts right after import (on the gpu queue); tests turn this off for speed.
 CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
+
+# Live conversations (issue 12): OpenAI-compatible model endpoints. Seconds.
+CHORUS_LLM_CONNECT_TIMEOUT = float(os.environ.get("CHORUS_LLM_CONNECT_TIMEOUT", "5"))
+CHORUS_LLM_READ_TIMEOUT = float(os.environ.get("CHORUS_LLM_READ_TIMEOUT", "60"))  # longest silence mid-answer
+CHORUS_LLM_TOTAL_TIMEOUT = float(os.environ.get("CHORUS_LLM_TOTAL_TIMEOUT", "180"))  # whole answer
