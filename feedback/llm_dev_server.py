@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-DEFAULT_MODELS = ("tiny-a", "tiny-b")
+DEFAULT_MODELS = ("tiny-a", "tiny-b", "tiny-c", "tiny-d")
 MAX_NEW_TOKENS = 256
 
 
@@ -70,7 +70,9 @@ class TinyChatModel:
         )
         self.model = GPT2LMHeadModel(gpt_config).eval()
         # Never sample special tokens ([PAD], [CLS], [SEP], [MASK], [UNK]): they decode to nothing.
-        self.banned = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        # BERT vocabularies also hold "[unused17]"-style placeholders that were never trained: ban those too.
+        unused = [i for t, i in tokenizer.get_vocab().items() if t.startswith("[unused")]
+        self.banned = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(unused)))
 
     def _prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         text = "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages) + "\nassistant:"
@@ -241,13 +243,31 @@ def _handler_for(server: DevServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def wait_until_up(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model ids")
     parser.add_argument("--token-delay", type=float, default=0.02, help="seconds between streamed tokens")
+    parser.add_argument("--wait", action="store_true",
+                        help="do not serve: wait (up to 180 s) until a server answers on --host/--port, then exit")
     args = parser.parse_args(argv)
+    if args.wait:
+        raise SystemExit(0 if wait_until_up(f"http://{args.host}:{args.port}/health", 180.0) else 1)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     server = DevServer(args.host, args.port, models, TinyLMConfig(token_delay_s=args.token_delay))
     print(f"Serving {', '.join(models)} at {server.base_url}/chat/completions (Ctrl-C stops)", flush=True)

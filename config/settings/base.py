@@ -224,3 +224,5 @@ CHORUS_EMBED_ON_IMPORT = env_bool("CHORUS_EMBED_ON_IMPORT", True)
 CHORUS_LLM_CONNECT_TIMEOUT = float(os.environ.get("CHORUS_LLM_CONNECT_TIMEOUT", "5"))
 CHORUS_LLM_READ_TIMEOUT = float(os.environ.get("CHORUS_LLM_READ_TIMEOUT", "60"))  # longest silence mid-answer
 CHORUS_LLM_TOTAL_TIMEOUT = float(os.environ.get("CHORUS_LLM_TOTAL_TIMEOUT", "180"))  # whole answer
+# Where `make demo` runs its local model server (python -m feedback.llm_dev_server).
+CHORUS_DEMO_LLM_URL = os.environ.get("CHORUS_DEMO_LLM_URL", "http://127.0.0.1:8001/v1")
