@@ -360,6 +360,12 @@ def _finish_turn(turn: ConversationTurn, chosen: Candidate) -> None:
 SCREEN_TO_SLOT = {"left": 0, "right": 1}
 
 
+def judged_with_key(annotator: Annotator, client_key: str) -> bool:
+    """Whether a turn judgment (choice or ratings) with this client key is already stored."""
+    return (Judgment.objects.filter(annotator=annotator, client_key=client_key).exists()
+            or Rating.objects.filter(annotator=annotator, client_key=client_key).exists())
+
+
 def turn_choose(
     *, turn: ConversationTurn, annotator: Annotator, screen_choice: str, client_key: str,
     strength: int | None = None, rationale: str = "", time_ms: int | None = None,

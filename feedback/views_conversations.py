@@ -259,9 +259,12 @@ def talk_judge(request: HttpRequest, slug: str) -> HttpResponse:
         return _finished(request, annotator)
     turn = conv.pending_turn(conversation)
     post = request.POST
+    client_key = post.get("client_key", "").strip()[:64]
+    if client_key and conv.judged_with_key(annotator, client_key):
+        # A retry of a judgment already stored (double click, network retry): show where they are now.
+        return redirect("feedback:talk", slug=slug) if not request.htmx else _render_talk(request, annotator, conversation)
     if turn is None or str(turn.pk) != post.get("turn", ""):
         return _render_talk(request, annotator, conversation, error="Those answers were already judged.", status=400)
-    client_key = post.get("client_key", "").strip()[:64]
     if not client_key:
         return _render_talk(request, annotator, conversation, error="This form is out of date; please try again.",
                             status=400)

@@ -79,6 +79,10 @@ def test_it_streams_a_turn_as_server_sent_events_and_stores_it_whole(client, tal
                            {"turn": turn_id, "client_key": key, "choice": "left", "strength": "80",
                             "dim_safety": "right"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and "Turn 2 of 2" in response.content.decode()
+    # A retried submission (same client key) stores nothing more and shows the current step.
+    again = client.post(f"/s/{talk_study.slug}/talk/judge", {"turn": turn_id, "client_key": key, "choice": "right"},
+                        HTTP_HX_REQUEST="true")
+    assert again.status_code == 200 and "Turn 2 of 2" in again.content.decode()
     judgment = Judgment.objects.get()
     assert judgment.strength == 80 and judgment.dimensions == {"safety": "b" if judgment.choice == "a" else "a"}
 
