@@ -282,3 +282,42 @@ def test_the_api_accepts_both_bad_and_dimensions(study):
     bad = client.post("/api/v1/judgments/", {"pair_id": nxt["pair_id"], "choice": "a", "client_key": "k2",
                                              "dimensions": {"humour": "a"}}, format="json")
     assert bad.status_code == 400
+
+
+# --- endpoints API ---------------------------------------------------------------------------------------------
+
+
+def _token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+def test_the_endpoints_api_never_returns_the_key(talk_study, researcher, llm_server):
+    client = _token_client(researcher)
+    url = f"/api/v1/studies/{talk_study.pk}/endpoints/"
+    listed = client.get(url)
+    assert listed.status_code == 200 and len(listed.json()) == 2
+    assert SECRET not in listed.content.decode() and listed.json()[0]["has_api_key"] is True
+    created = client.post(url, {"name": "API model", "base_url": llm_server.base_url, "model_id": "tiny-c",
+                                "params": {"max_tokens": 4}, "api_key": "sk-api-secret"}, format="json")
+    assert created.status_code == 201 and "sk-api-secret" not in created.content.decode()
+    assert ModelEndpoint.objects.get(name="API model").api_key == "sk-api-secret"
+    dup = client.post(url, {"name": "API model", "base_url": llm_server.base_url, "model_id": "x"}, format="json")
+    assert dup.status_code == 409
+    bad = client.post(url, {"name": "B", "base_url": llm_server.base_url, "model_id": "x", "params": {"t": 1}},
+                      format="json")
+    assert bad.status_code == 400 and "unknown sampling parameter" in bad.json()["detail"]
+    check = client.post(f"{url}{created.json()['id']}/test/")
+    assert check.status_code == 200 and check.json()["ok"] is True
+
+
+def test_the_endpoints_api_is_for_the_study_researchers(talk_study, talker, other_annotator):
+    url = f"/api/v1/studies/{talk_study.pk}/endpoints/"
+    endpoint = ModelEndpoint.objects.filter(study=talk_study).first()
+    assert APIClient().get(url).status_code == 401
+    for user in (talker.user, other_annotator.user, ResearcherFactory()):
+        client = _token_client(user)
+        assert client.get(url).status_code == 403
+        assert client.post(f"{url}{endpoint.pk}/test/").status_code == 403
+    assert _token_client(ResearcherFactory()).get("/api/v1/studies/999999/endpoints/").status_code == 404
