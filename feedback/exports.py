@@ -154,7 +154,7 @@ def _columns(spec: list[tuple[str, pa.DataType | None, str]], study: Study) -> l
 
 def column_docs(kind: str) -> list[tuple[str, str]]:
     """(column, description) pairs for the export page."""
-    spec = JUDGMENT_COLUMNS if kind == "judgments" else ANNOTATOR_COLUMNS
+    spec = {"judgments": JUDGMENT_COLUMNS, "ratings": RATING_COLUMNS}.get(kind, ANNOTATOR_COLUMNS)
     labels = {PROFILE_COLUMNS: "<profile fields>", DIMENSION_COLUMNS: "dim_<attribute>"}
     return [(labels.get(name, name), doc) for name, _, doc in spec]
 
@@ -394,3 +394,62 @@ def write_parquet(export: Export, sink: IO[bytes], *, batch_size: int = CHUNK_SI
         for batch in _batches(export.rows, batch_size):
             writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1-100 ratings of N-way turns (issue 12): one row per rated response
+# --------------------------------------------------------------------------------------------------------
+
+RATING_COLUMNS: list[tuple[str, pa.DataType | None, str]] = [
+    ("prompt", pa.string(), "The conversation as text, as in the judgments export."),
+    ("messages", pa.list_(_MESSAGE), "The same conversation as chat messages."),
+    ("response", pa.string(), "The rated response."),
+    ("rating", pa.int64(), "The annotator's rating, 1 (worst) to 100 (best)."),
+    ("position", pa.int64(), "Where the response was shown among the answers, 1 = first."),
+    ("n_responses", pa.int64(), "How many responses were rated together."),
+    ("model", pa.string(), "Model name of the response."),
+    ("annotator", pa.string(), "The annotator's stable pseudonym."),
+    (PROFILE_COLUMNS, None, "The annotator's profile, as in the judgments export."),
+    ("prompt_id", pa.int64(), "Id of the prompt (the ratings of one turn share it)."),
+    ("candidate_id", pa.int64(), "Id of the response."),
+    ("generation", pa.string(), "For live answers: JSON of how the response was generated (as chosen_generation)."),
+    ("created_at", pa.string(), "When the rating was given, ISO 8601 in UTC."),
+]
+
+
+def rating_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+    from feedback.models import Rating
+
+    sizes = dict(
+        Rating.objects.filter(prompt__study=study).values("annotator_id", "prompt_id")
+        .annotate(n=Count("id")).values_list("prompt_id", "n")
+    )
+    ratings = (
+        Rating.objects.filter(prompt__study=study)
+        .select_related("annotator__profile", "prompt", "candidate")
+        .order_by("id")
+    )
+    for rating in ratings.iterator(chunk_size=chunk_size):
+        messages = prompt_messages(rating.prompt)
+        row: dict[str, Any] = {
+            "prompt": prompt_text(messages),
+            "messages": messages,
+            "response": rating.candidate.text,
+            "rating": rating.score,
+            "position": rating.position,
+            "n_responses": sizes.get(rating.prompt_id),
+            "model": rating.candidate.model_name,
+            "annotator": rating.annotator.pseudonym,
+        }
+        row |= profile_values(study, _profile_data(rating.annotator))
+        row |= {
+            "prompt_id": rating.prompt_id,
+            "candidate_id": rating.candidate_id,
+            "generation": _generation(rating.candidate),
+            "created_at": _iso(rating.created_at),
+        }
+        yield row
+
+
+def ratings_export(study: Study) -> Export:
+    return Export("ratings", _columns(RATING_COLUMNS, study), rating_rows(study))

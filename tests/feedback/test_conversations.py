@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
+
+import pyarrow.parquet as pq
 
 import pytest
 
@@ -270,3 +274,20 @@ def test_study_design_is_validated():
                    {"attributes": ["no way!"]}):
         with pytest.raises(ServiceError):
             conv.study_set_design(study=study, **kwargs)
+
+
+def test_raw_ratings_export_one_row_per_rated_response(llm_server):
+    study = _conversation_study(llm_server, first_turn_answers=3)
+    annotator = AnnotatorFactory(study=study)
+    turn = _turn(conv.conversation_open(annotator=annotator), "Rate me")
+    conv.turn_rate(turn=turn, annotator=annotator, scores=[50, 50, 50], client_key="r")
+    # All equal: no derived pairs, but the ratings themselves are exported.
+    assert not Judgment.objects.exists()
+    export = exports.ratings_export(study)
+    rows = list(export.rows)
+    assert [r["rating"] for r in rows] == [50, 50, 50] and [r["position"] for r in rows] == [1, 2, 3]
+    assert all(r["n_responses"] == 3 and r["prompt"] == "Rate me" for r in rows)
+    assert all(json.loads(r["generation"])["endpoint"] == r["model"] for r in rows)
+    sink = io.BytesIO()
+    exports.write_parquet(exports.ratings_export(study), sink)
+    assert pq.read_table(io.BytesIO(sink.getvalue())).num_rows == 3

@@ -321,3 +321,12 @@ def test_the_endpoints_api_is_for_the_study_researchers(talk_study, talker, othe
         assert client.get(url).status_code == 403
         assert client.post(f"{url}{endpoint.pk}/test/").status_code == 403
     assert _token_client(ResearcherFactory()).get("/api/v1/studies/999999/endpoints/").status_code == 404
+
+
+def test_the_ratings_export_is_for_researchers(talk_study, researcher, talker):
+    url = f"/api/v1/studies/{talk_study.pk}/export/ratings/?format=csv"
+    assert _token_client(talker.user).get(url).status_code == 403
+    response = _token_client(researcher).get(url)
+    assert response.status_code == 200
+    header = b"".join(response.streaming_content).decode().splitlines()[0]
+    assert header.startswith("prompt,messages,response,rating,position")
