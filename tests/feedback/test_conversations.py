@@ -7,7 +7,6 @@ import json
 import random
 
 import pyarrow.parquet as pq
-
 import pytest
 
 from feedback import conversations as conv
