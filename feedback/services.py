@@ -193,7 +193,7 @@ def _release_stale_assignments(study: Study) -> int:
     released = 0
     stale = Assignment.objects.filter(
         pair__study=study, completed_at__isnull=True, released_at__isnull=True, assigned_at__lt=cutoff
-    ).values_list("id", "pair_id")
+    ).exclude(selector="live").values_list("id", "pair_id")  # a live turn's pair belongs to its conversation
     for assignment_id, pair_id in stale:
         with transaction.atomic():
             # Conditional: only the process that flips released_at gives the slot back.
