@@ -101,3 +101,67 @@ def test_it_runs_a_two_turn_live_conversation(live_server, page, screenshot, slo
     turn2 = ConversationTurn.objects.get(index=2)
     assert turn2.prompt.context[1]["content"] == Candidate.objects.get(pk=turn1.chosen_id).text
     assert Candidate.objects.filter(prompt__study=study).count() == 6
+
+
+def test_a_model_that_is_down_gets_a_clear_message_and_a_retry(live_server, page, screenshot, slow_llm_server):
+    from feedback.models import ModelEndpoint, Prompt
+
+    study = StudyFactory(name="Flaky models", slug="flaky", profile_fields=[])
+    conv.study_set_design(study=study, kind="conversation", conversation_turns=1, first_turn_answers=2)
+    conv.endpoint_create(study=study, name="Up", base_url=slow_llm_server.base_url, model_id="tiny-a")
+    down = conv.endpoint_create(study=study, name="Down", base_url="http://127.0.0.1:9/v1", model_id="tiny-b")
+    page.goto(f"{live_server.url}/s/{study.slug}/join")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="I agree").click()
+    page.wait_for_selector("[data-talk-form][data-ready]", state="attached")
+    page.locator("textarea[name=message]").fill("Are you there?")
+    page.get_by_role("button", name="Send").click()
+    alert = page.locator("[data-talk-error]")
+    alert.wait_for()
+    assert "Could not connect to the model server" in alert.inner_text()
+    assert "Nothing was saved" in alert.inner_text()
+    assert page.locator("textarea[name=message]").input_value() == "Are you there?"  # kept for the retry
+    screenshot("talk-error")
+    assert not Prompt.objects.filter(study=study).exists()
+
+    ModelEndpoint.objects.filter(pk=down.pk).update(base_url=slow_llm_server.base_url)  # the model is back
+    page.get_by_role("button", name="Try again").click()
+    page.wait_for_selector("form.talk-judge[data-ready]", state="attached", timeout=60_000)
+    assert page.locator("[data-talk-error]").count() == 0
+    page.keyboard.press("1")
+    page.wait_for_url(re.compile(r"/done$"))
+    assert Judgment.objects.filter(annotator__study=study).count() == 1
+
+
+def test_a_researcher_registers_a_model_and_tests_the_connection(live_server, page, screenshot, slow_llm_server):
+    from feedback.models import ModelEndpoint
+    from tests.factories import ResearcherFactory
+
+    researcher = ResearcherFactory(username="models-researcher")
+    study = StudyFactory(name="Model registry", slug="registry", created_by=researcher)
+    models_url = f"/studies/{study.pk}/models"
+    page.goto(f"{live_server.url}/accounts/login/?next={models_url}")
+    page.fill("#id_username", "models-researcher")
+    page.fill("#id_password", "pw-secret-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{models_url}")
+    page.fill("#id_name", "Local tiny")
+    page.fill("#id_base_url", slow_llm_server.base_url)
+    page.fill("#id_model_id", "tiny-a")
+    page.fill("#id_params", '{"temperature": 0.7, "max_tokens": 8}')
+    page.fill("#id_api_key", "sk-browser-key")
+    page.get_by_role("button", name="Add model").click()
+    page.wait_for_selector("#endpoint-table")
+    assert "sk-browser-key" not in page.content()
+    page.get_by_role("button", name="Test connection").click()
+    result = page.locator("[data-test-result]")
+    result.wait_for(timeout=30_000)
+    assert result.get_attribute("data-test-result") == "ok" and "answered in" in result.inner_text()
+    # A broken endpoint says why, on the same page (htmx), without a reload.
+    ModelEndpoint.objects.filter(study=study).update(model_id="no-such-model")
+    page.evaluate("window.__same = true")
+    page.get_by_role("button", name="Test connection").click()
+    page.wait_for_selector("[data-test-result=fail]", timeout=30_000)
+    assert "HTTP 404" in page.locator("[data-test-result]").inner_text()
+    assert page.evaluate("window.__same") is True
+    screenshot("study-models")
