@@ -215,6 +215,11 @@ def conversation_open(*, annotator: Annotator) -> Conversation | None:
     return Conversation.objects.create(study=study, annotator=annotator)
 
 
+def conversations_done(annotator: Annotator) -> bool:
+    done = Conversation.objects.filter(annotator=annotator, completed_at__isnull=False).count()
+    return done >= annotator.study.conversations_per_annotator
+
+
 def conversation_messages(conversation: Conversation) -> list[dict[str, str]]:
     """The conversation so far: each judged turn's user message and the answer that continued it."""
     messages: list[dict[str, str]] = []

@@ -30,7 +30,8 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from feedback import conversations as conv
 from feedback.llm_client import EndpointConfig, LLMError, StreamedChat, async_client
-from feedback.models import Annotator, Conversation, ModelEndpoint
+from feedback import services
+from feedback.models import Annotator, Conversation, ModelEndpoint, Study
 from feedback.services import ServiceError
 from feedback.views_annotate import (
     DIMENSION_OPTIONS,
@@ -60,6 +61,11 @@ def _annotator_or_redirect(request: HttpRequest, slug: str) -> tuple[Annotator |
 
 
 def _finished(request: HttpRequest, annotator: Annotator) -> HttpResponse:
+    """No conversation left for the annotator: a paused study says so, otherwise they are done."""
+    study = annotator.study
+    if study.status == Study.Status.PAUSED and not conv.conversations_done(annotator):
+        return render(request, "feedback/annotate/paused.html", {"study": study})
+    services.annotator_finish(annotator=annotator)
     url = _step_url(annotator, "done")
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 

@@ -330,3 +330,22 @@ def test_the_ratings_export_is_for_researchers(talk_study, researcher, talker):
     assert response.status_code == 200
     header = b"".join(response.streaming_content).decode().splitlines()[0]
     assert header.startswith("prompt,messages,response,rating,position")
+
+
+def test_a_paused_study_says_so_and_a_closed_one_finishes(client, talker, talk_study):
+    client.force_login(talker.user)
+    services.study_set_status(study=talk_study, status="paused")
+    response = client.get(f"/s/{talk_study.slug}/talk")
+    assert response.status_code == 200 and "paused" in response.content.decode().lower()
+    services.study_set_status(study=talk_study, status="closed")
+    response = client.get(f"/s/{talk_study.slug}/talk", follow=True)
+    assert response.redirect_chain[-1][0] == f"/s/{talk_study.slug}/done"
+    talker.refresh_from_db()
+    assert talker.completed_at is not None
+
+
+def test_a_conversation_started_before_a_pause_can_be_finished(client, talker, talk_study):
+    client.force_login(talker.user)
+    client.get(f"/s/{talk_study.slug}/talk")  # opens the conversation
+    services.study_set_status(study=talk_study, status="paused")
+    assert 'name="message"' in client.get(f"/s/{talk_study.slug}/talk").content.decode()
