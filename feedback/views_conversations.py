@@ -29,8 +29,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from feedback import conversations as conv
-from feedback.llm_client import EndpointConfig, LLMError, StreamedChat, async_client
 from feedback import services
+from feedback.llm_client import EndpointConfig, LLMError, StreamedChat, async_client
 from feedback.models import Annotator, Conversation, ModelEndpoint, Study
 from feedback.services import ServiceError
 from feedback.views_annotate import (
