@@ -50,7 +50,7 @@ class CandidateAdmin(admin.ModelAdmin):
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ("id", "study", "n_assigned", "n_judgments", "reference_choice")
+    list_display = ("id", "study", "n_assigned", "n_judgments", "reference_choice", "gold_choice")
     list_filter = ("study",)
     raw_id_fields = ("prompt", "candidate_a", "candidate_b")
 
