@@ -192,6 +192,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every model-endpoint request at INFO (live conversations): warnings only.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # Text encoder for reward models: None = all-MiniLM-L6-v2 from the PyPI package; else a local folder.
