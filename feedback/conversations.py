@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from feedback import services
@@ -35,6 +35,7 @@ from feedback.models import (
     Pair,
     Prompt,
     Rating,
+    RatingTask,
     Study,
     text_hash,
 )
@@ -455,8 +456,8 @@ def study_set_design(
             changed.append(name)
 
     if kind is not None:
-        if kind not in ("pairs", "conversation"):
-            raise ServiceError('kind must be "pairs" or "conversation"')
+        if kind not in ("pairs", "conversation", "ratings"):
+            raise ServiceError('kind must be "pairs", "conversation" or "ratings"')
         put("kind", kind)
     if attributes is not None:
         cleaned = []
@@ -495,3 +496,79 @@ def study_set_design(
     if changed:
         study.save(update_fields=changed)
     return study
+
+
+
+# --------------------------------------------------------------------------------------------------------
+# "ratings" studies: rate every response of an imported prompt 1-100
+# --------------------------------------------------------------------------------------------------------
+
+
+def rating_progress(annotator: Annotator) -> tuple[int, int]:
+    """(prompts rated, prompts wanted) — a ratings study's pairs_per_annotator counts prompts."""
+    done = RatingTask.objects.filter(annotator=annotator, completed_at__isnull=False).count()
+    return done, annotator.study.pairs_per_annotator
+
+
+def rating_task_next(*, annotator: Annotator, rng: random.Random | None = None) -> RatingTask | None:
+    """The annotator's open rating task, or a new one: a prompt with 3 or more responses that they have not
+    rated and that has fewer than overlap_target tasks, fewest first. None when nothing is left for them."""
+    open_task = RatingTask.objects.filter(annotator=annotator, completed_at__isnull=True).select_related("prompt").first()
+    if open_task is not None:
+        return open_task
+    study = annotator.study
+    done, quota = rating_progress(annotator)
+    if not study.is_open() or done >= quota:
+        return None
+    rng = rng or random.Random()
+    candidates = list(
+        Prompt.objects.filter(study=study)
+        .annotate(n_candidates=Count("candidates", distinct=True), n_tasks=Count("rating_tasks", distinct=True))
+        .filter(n_candidates__gte=3, n_tasks__lt=study.overlap_target)
+        .exclude(rating_tasks__annotator=annotator)
+        .order_by("n_tasks", "id")
+        .values_list("id", "n_tasks")[:50]
+    )
+    if not candidates:
+        return None
+    fewest = candidates[0][1]
+    order = [pid for pid, n in candidates if n == fewest] + [pid for pid, n in candidates if n != fewest]
+    head = order[: sum(1 for _, n in candidates if n == fewest)]
+    rng.shuffle(head)  # random among the least-rated, so annotators spread over the prompts
+    for prompt_id in head + order[len(head):]:
+        with transaction.atomic():
+            # Lock the prompt so two annotators cannot both take its last slot.
+            prompt = Prompt.objects.select_for_update().get(pk=prompt_id)
+            if RatingTask.objects.filter(prompt=prompt).count() >= study.overlap_target:
+                continue
+            shown = list(prompt.candidates.values_list("id", flat=True))
+            rng.shuffle(shown)
+            try:
+                with transaction.atomic():
+                    return RatingTask.objects.create(annotator=annotator, prompt=prompt, shown=shown)
+            except IntegrityError:  # a second tab of this annotator took it a moment ago
+                continue
+    return None
+
+
+def rating_task_submit(
+    *, task: RatingTask, annotator: Annotator, scores: list[int], client_key: str, time_ms: int | None = None,
+) -> list[Judgment]:
+    """Store the ratings of a task (in the order shown) and the pairs derived from them; idempotent."""
+    if task.annotator_id != annotator.pk:
+        raise ServiceError("this task is not yours", code="not_found")
+    if task.completed_at is not None:
+        if Rating.objects.filter(annotator=annotator, client_key=client_key).exists():
+            return list(Judgment.objects.filter(annotator=annotator, pair__prompt=task.prompt))
+        raise ServiceError("These responses were already rated.", code="conflict")
+    by_id = Candidate.objects.in_bulk(task.shown)
+    shown = [by_id[pk] for pk in task.shown if pk in by_id]
+    with transaction.atomic():
+        judgments = ratings_record(annotator=annotator, prompt=task.prompt, shown=shown, scores=scores,
+                                   client_key=client_key, time_ms=time_ms)
+        now = timezone.now()
+        RatingTask.objects.filter(pk=task.pk).update(completed_at=now)
+        done, quota = rating_progress(annotator)
+        if done >= quota:
+            Annotator.objects.filter(pk=annotator.pk, completed_at__isnull=True).update(completed_at=now)
+    return judgments

@@ -41,7 +41,8 @@ class EndpointForm(forms.Form):
 
 class DesignForm(forms.Form):
     kind = forms.ChoiceField(
-        choices=[("pairs", "Imported pairs (compare page)"), ("conversation", "Live conversation with models")],
+        choices=[("pairs", "Imported pairs (compare page)"), ("conversation", "Live conversation with models"),
+                 ("ratings", "Rate every response of imported prompts 1–100 (prompts with 3 or more responses)")],
         widget=forms.RadioSelect, label="What annotators do",
     )
     attributes = forms.CharField(

@@ -41,8 +41,10 @@ class Study(models.Model):
     )
     # --- issue 12: judgment types, live conversations, quality controls -------------------------------
     # "pairs": annotators judge imported pairs; "conversation": they talk to the study's model endpoints.
+    # "ratings": annotators rate every response (3 or more) of an imported prompt 1-100.
     kind = models.CharField(max_length=12, default="pairs", choices=[("pairs", "Imported pairs"),
-                                                                   ("conversation", "Live conversation")])
+                                                                   ("conversation", "Live conversation"),
+                                                                   ("ratings", "Rate imported responses")])
     # Per-dimension choices: attribute names (e.g. ["factuality", "safety"]); one extra choice per attribute.
     attributes = models.JSONField(default=list, blank=True)
     # Conversation studies: turns per conversation, conversations per annotator, answers on the first turn
@@ -74,6 +76,9 @@ class Study(models.Model):
 
     def is_conversation(self) -> bool:
         return self.kind == "conversation"
+
+    def is_ratings(self) -> bool:
+        return self.kind == "ratings"
 
     def has_researcher(self, user) -> bool:
         if not user.is_authenticated:
@@ -352,3 +357,23 @@ class ConversationTurn(models.Model):
 
     def __str__(self) -> str:
         return f"Turn {self.index} of {self.conversation}"
+
+
+class RatingTask(models.Model):
+    """An imported prompt whose responses (3 or more) one annotator rates 1-100 (a "ratings" study).
+
+    At most study.overlap_target tasks per prompt; the ratings become Rating rows and derived pairs.
+    """
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="rating_tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rating_tasks")
+    shown = models.JSONField(default=list)  # candidate ids in the order shown
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["annotator", "prompt"], name="rating_task_once")]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Rating task #{self.pk}"

@@ -13,4 +13,5 @@ urlpatterns = [
     path("s/<slug:slug>/talk", views_conversations.talk, name="talk"),
     path("s/<slug:slug>/talk/stream", views_conversations.talk_stream, name="talk_stream"),
     path("s/<slug:slug>/talk/judge", views_conversations.talk_judge, name="talk_judge"),
+    path("s/<slug:slug>/rate", views_conversations.rate, name="rate"),
 ]

@@ -92,6 +92,8 @@ def _step_url(annotator: Annotator, step: str | None = None) -> str:
     step = step or _current_step(annotator)
     if step == "compare" and annotator.study.is_conversation():
         return reverse("feedback:talk", args=[annotator.study.slug])  # live conversations (issue 12)
+    if step == "compare" and annotator.study.is_ratings():
+        return reverse("feedback:rate", args=[annotator.study.slug])  # 1-100 ratings (issue 12)
     return reverse(STEP_URL_NAMES[step], args=[annotator.study.slug])
 
 
@@ -248,7 +250,7 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseClientRedirect(reverse("feedback:join", args=[slug])) if request.htmx else _join_redirect(slug)
     if response := _step_redirect(request, annotator, "compare"):
         return response
-    if annotator.study.is_conversation():
+    if annotator.study.is_conversation() or annotator.study.is_ratings():
         url = _step_url(annotator)
         return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     if request.method == "POST":

@@ -31,7 +31,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from feedback import conversations as conv
 from feedback import services
 from feedback.llm_client import EndpointConfig, LLMError, StreamedChat, async_client
-from feedback.models import Annotator, Conversation, ModelEndpoint, Study
+from feedback.models import Annotator, Candidate, Conversation, ModelEndpoint, RatingTask, Study
 from feedback.services import ServiceError
 from feedback.views_annotate import (
     DIMENSION_OPTIONS,
@@ -63,7 +63,9 @@ def _annotator_or_redirect(request: HttpRequest, slug: str) -> tuple[Annotator |
 def _finished(request: HttpRequest, annotator: Annotator) -> HttpResponse:
     """No conversation left for the annotator: a paused study says so, otherwise they are done."""
     study = annotator.study
-    if study.status == Study.Status.PAUSED and not conv.conversations_done(annotator):
+    finished_all = (conv.rating_progress(annotator)[0] >= study.pairs_per_annotator if study.is_ratings()
+                    else conv.conversations_done(annotator))
+    if study.status == Study.Status.PAUSED and not finished_all:
         return render(request, "feedback/annotate/paused.html", {"study": study})
     services.annotator_finish(annotator=annotator)
     url = _step_url(annotator, "done")
@@ -308,3 +310,64 @@ def talk_judge(request: HttpRequest, slug: str) -> HttpResponse:
         return _finished(request, annotator)
     return _render_talk(request, annotator, conversation)
 
+
+
+# --- "ratings" studies: rate every response of an imported prompt 1-100 ----------------------------------------
+
+
+def _render_rate(request: HttpRequest, annotator: Annotator, task: RatingTask, *, error: str = "",
+                 status: int = 200) -> HttpResponse:
+    done, quota = conv.rating_progress(annotator)
+    by_id = Candidate.objects.in_bulk(task.shown)
+    answers = [by_id[pk] for pk in task.shown if pk in by_id]
+    context = {
+        "study": annotator.study, "task": task, "answers": [(f"Response {i + 1}", c) for i, c in enumerate(answers)],
+        "done": done, "quota": quota, "position": min(done + 1, quota),
+        "percent": round(100 * done / quota) if quota else 100, "client_key": uuid.uuid4().hex, "error": error,
+    }
+    template = "feedback/annotate/rate.html" + ("#rate" if request.htmx else "")
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def rate(request: HttpRequest, slug: str) -> HttpResponse:
+    annotator = _get_annotator(request, slug)
+    if annotator is None:
+        url = reverse("feedback:join", args=[slug])
+        return HttpResponseClientRedirect(url) if request.htmx else _join_redirect(slug)
+    if response := _step_redirect(request, annotator, "compare"):
+        return response
+    if not annotator.study.is_ratings():
+        return redirect(_step_url(annotator))
+    if request.method == "POST":
+        post = request.POST
+        client_key = post.get("client_key", "").strip()[:64]
+        task = RatingTask.objects.filter(annotator=annotator, pk=post.get("task") or 0).select_related("prompt").first()
+        if not client_key or task is None:
+            error = "This form is out of date; here are your current responses."
+        elif conv.judged_with_key(annotator, client_key):
+            error = ""  # a retried submission: carry on
+        else:
+            try:
+                time_ms = _parse_int(post.get("time_ms"))
+                scores = [_parse_int(post.get(f"rating_{i}")) for i in range(len(task.shown))]
+                if any(s is None for s in scores):
+                    raise ServiceError("Rate every response (move each slider to your rating).")
+                conv.rating_task_submit(task=task, annotator=annotator, scores=[int(s) for s in scores if s is not None],
+                                        client_key=client_key,
+                                        time_ms=time_ms if time_ms is not None and 0 <= time_ms <= MAX_TIME_MS else None)
+                error = ""
+            except ValueError:
+                error = "A rating was not a number; please try again."
+            except ServiceError as exc:
+                error = str(exc)
+        if not error and not request.htmx:
+            return redirect("feedback:rate", slug=slug)
+        if error:
+            current = conv.rating_task_next(annotator=annotator)
+            if current is not None:
+                return _render_rate(request, annotator, current, error=error, status=400)
+    task = conv.rating_task_next(annotator=annotator)
+    if task is None:
+        return _finished(request, annotator)
+    return _render_rate(request, annotator, task)

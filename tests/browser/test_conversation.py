@@ -165,3 +165,32 @@ def test_a_researcher_registers_a_model_and_tests_the_connection(live_server, pa
     assert "HTTP 404" in page.locator("[data-test-result]").inner_text()
     assert page.evaluate("window.__same") is True
     screenshot("study-models")
+
+
+def test_it_rates_the_responses_of_imported_prompts(live_server, page, screenshot):
+    from feedback.models import Prompt, text_hash
+
+    study = StudyFactory(name="Rate answers", slug="rate-answers", profile_fields=[], pairs_per_annotator=2,
+                         overlap_target=1)
+    conv.study_set_design(study=study, kind="ratings")
+    for q, answers in (("How do I boil an egg?", ["Simmer it for **9 minutes**.", "Microwave it.", "Ask a chef."]),
+                       ("Name a prime number.", ["7", "Nine.", "2 is the only even prime.", "Pi."])):
+        prompt = Prompt.objects.create(study=study, text=q)
+        for a in answers:
+            Candidate.objects.create(prompt=prompt, text=a, model_name="m", text_hash=text_hash(a))
+    page.goto(f"{live_server.url}/s/{study.slug}/join")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="I agree").click()
+    page.wait_for_url(re.compile(r"/rate$"))
+    for position in (1, 2):
+        page.get_by_role("heading", name=f"Prompt {position} of 2").wait_for()  # the swapped-in prompt
+        page.wait_for_selector("form.talk-judge[data-ready]", state="attached")
+        sliders = page.locator("form.talk-judge input[type=range]")
+        for i in range(sliders.count()):
+            sliders.nth(i).fill(str(20 + 30 * i))
+        if position == 1:
+            screenshot("rate-imported")
+        page.get_by_role("button", name="Submit ratings").click()
+    page.wait_for_url(re.compile(r"/done$"))
+    assert Rating.objects.filter(annotator__study=study).count() == 7
+    assert Judgment.objects.filter(annotator__study=study, source="rating").count() == 3 + 6

@@ -21,6 +21,7 @@ from feedback.models import (
     Pair,
     Prompt,
     Rating,
+    text_hash,
 )
 from feedback.services import ServiceError
 from tests.factories import AnnotatorFactory, StudyFactory, make_study_with_pairs
@@ -290,3 +291,51 @@ def test_raw_ratings_export_one_row_per_rated_response(llm_server):
     sink = io.BytesIO()
     exports.write_parquet(exports.ratings_export(study), sink)
     assert pq.read_table(io.BytesIO(sink.getvalue())).num_rows == 3
+
+
+# --- "ratings" studies: imported prompts with 3 or more responses ------------------------------------------
+
+
+def _ratings_study(n_prompts=3, n_responses=4, **kwargs):
+    study = StudyFactory(**{"kind": "ratings", "overlap_target": 2, "pairs_per_annotator": 2, **kwargs})
+    for p in range(n_prompts):
+        prompt = Prompt.objects.create(study=study, text=f"Question {p}?")
+        for r in range(n_responses):
+            text = f"Answer {p}.{r}"
+            Candidate.objects.create(prompt=prompt, text=text, model_name=f"M{r}", text_hash=text_hash(text))
+    short = Prompt.objects.create(study=study, text="Only two answers")  # never shown: fewer than 3
+    for r in range(2):
+        Candidate.objects.create(prompt=short, text=f"two {r}", text_hash=text_hash(f"two {r}"))
+    return study
+
+
+def test_a_ratings_study_hands_out_prompts_up_to_the_overlap_and_derives_pairs():
+    study = _ratings_study()
+    annotators = [AnnotatorFactory(study=study) for _ in range(3)]
+    seen = []
+    for annotator in annotators:
+        for k in range(2):
+            task = conv.rating_task_next(annotator=annotator, rng=random.Random(k))
+            assert task is not None and task.prompt.text != "Only two answers" and len(task.shown) == 4
+            assert conv.rating_task_next(annotator=annotator).pk == task.pk  # open until rated
+            conv.rating_task_submit(task=task, annotator=annotator, scores=[90, 10, 10, 50], client_key=f"{k}")
+            seen.append(task.prompt_id)
+        annotator.refresh_from_db()
+        assert annotator.completed_at is not None and conv.rating_task_next(annotator=annotator) is None
+    # 3 prompts x overlap 2 = 6 slots, all used, none twice by the same annotator.
+    assert sorted(seen.count(p) for p in set(seen)) == [2, 2, 2]
+    assert Judgment.objects.filter(source="rating").count() == 6 * 5  # 6 pairs per task, one tie (10 = 10)
+    rows = list(exports.rating_rows(study))
+    assert len(rows) == 24 and {r["n_responses"] for r in rows} == {4}
+
+
+def test_a_rated_task_cannot_be_rated_again():
+    study = _ratings_study(n_prompts=1, pairs_per_annotator=1)
+    annotator = AnnotatorFactory(study=study)
+    task = conv.rating_task_next(annotator=annotator)
+    conv.rating_task_submit(task=task, annotator=annotator, scores=[1, 2, 3, 4], client_key="once")
+    task.refresh_from_db()
+    assert len(conv.rating_task_submit(task=task, annotator=annotator, scores=[4, 3, 2, 1], client_key="once")) == 6
+    with pytest.raises(ServiceError, match="already rated"):
+        conv.rating_task_submit(task=task, annotator=annotator, scores=[4, 3, 2, 1], client_key="twice")
+    assert list(Rating.objects.values_list("score", flat=True)) == [1, 2, 3, 4]

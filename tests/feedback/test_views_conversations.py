@@ -349,3 +349,44 @@ def test_a_conversation_started_before_a_pause_can_be_finished(client, talker, t
     client.get(f"/s/{talk_study.slug}/talk")  # opens the conversation
     services.study_set_status(study=talk_study, status="paused")
     assert 'name="message"' in client.get(f"/s/{talk_study.slug}/talk").content.decode()
+
+
+# --- "ratings" studies ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ratings_study(researcher):
+    from feedback.models import Prompt, text_hash
+
+    study = StudyFactory(kind="ratings", pairs_per_annotator=1, overlap_target=1, created_by=researcher,
+                         profile_fields=[])
+    prompt = Prompt.objects.create(study=study, text="Which is best?")
+    for i in range(3):
+        Candidate.objects.create(prompt=prompt, text=f"Option {i}", model_name="Hidden-model", text_hash=text_hash(f"o{i}"))
+    return study
+
+
+def test_a_ratings_study_is_rated_on_its_own_page(client, ratings_study):
+    annotator = AnnotatorFactory(study=ratings_study)
+    client.force_login(annotator.user)
+    assert client.get(f"/s/{ratings_study.slug}/compare").url == f"/s/{ratings_study.slug}/rate"
+    html = client.get(f"/s/{ratings_study.slug}/rate").content.decode()
+    assert html.count('type="range"') == 3 and "Prompt 1 of 1" in html and "Hidden-model" not in html
+    task = re.search(r'name="task" value="(\d+)"', html).group(1)
+    key = re.search(r'name="client_key" value="(\w+)"', html).group(1)
+    missing = client.post(f"/s/{ratings_study.slug}/rate", {"task": task, "client_key": key, "rating_0": "3"})
+    assert missing.status_code == 400 and "Rate every response" in missing.content.decode()
+    done = client.post(f"/s/{ratings_study.slug}/rate",
+                       {"task": task, "client_key": key, "rating_0": "70", "rating_1": "20", "rating_2": "45"})
+    assert done.status_code == 302
+    assert client.get(done.url, follow=True).redirect_chain[-1][0] == f"/s/{ratings_study.slug}/done"
+    assert Judgment.objects.filter(source="rating").count() == 3
+
+
+def test_the_rate_page_needs_the_study_annotator(client, ratings_study, other_annotator, talker, talk_study):
+    response = client.get(f"/s/{ratings_study.slug}/rate")
+    assert response.status_code == 302 and "/join" in response.url
+    client.force_login(other_annotator.user)
+    assert client.get(f"/s/{ratings_study.slug}/rate").status_code == 404
+    client.force_login(talker.user)  # an annotator of a conversation study goes to their own step
+    assert client.get(f"/s/{talk_study.slug}/rate").url == f"/s/{talk_study.slug}/talk"
