@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
@@ -206,14 +207,16 @@ async def _async_stream(conversation: Conversation, endpoints: list[ModelEndpoin
 
 def _sync_stream(conversation: Conversation, endpoints: list[ModelEndpoint], messages: list[dict[str, str]],
                  text: str, client_key: str) -> Iterator[str]:
-    """The same stream driven from a WSGI request thread (its own event loop; the store runs right here,
-    on the request's database connection)."""
+    """The same stream for a WSGI request: the generator runs on an event loop in a helper thread (the
+    request thread may not run a loop of its own), the store right here, on the request's DB connection."""
     loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="talk-stream", daemon=True)
+    runner.start()
     events = _generate_events(endpoints, messages)
     try:
         while True:
             try:
-                item = loop.run_until_complete(events.__anext__())
+                item = asyncio.run_coroutine_threadsafe(events.__anext__(), loop).result()
             except StopAsyncIteration:
                 break
             except LLMError as exc:
@@ -221,7 +224,9 @@ def _sync_stream(conversation: Conversation, endpoints: list[ModelEndpoint], mes
                 break
             yield _store_event(conversation, text, item, client_key) if isinstance(item, list) else item
     finally:
-        loop.run_until_complete(events.aclose())
+        asyncio.run_coroutine_threadsafe(events.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
         loop.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -21,7 +22,9 @@ def _stream(config: EndpointConfig) -> tuple[list[str], StreamedChat]:
         async with httpx.AsyncClient(timeout=5) as client:
             return [d async for d in streamed.deltas(client)]
 
-    return asyncio.run(go()), streamed
+    # A fresh loop in its own thread: the browser tests' session-wide Playwright keeps a loop in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, go()).result(), streamed
 
 
 def test_it_gets_a_non_streaming_answer_from_the_dev_server(llm_server):
