@@ -24,6 +24,11 @@ demo: $(STAMP)
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py seed_demo
 	# A living demo: simulated annotators with profiles label the study and a model is trained (idempotent).
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py seed_demo_labels
+	# A live-conversation study whose models are tiny local transformers served on :8001 (no API key).
+	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py seed_demo_conversation
+	$(BIN)/python -m feedback.llm_dev_server --port 8001 & LLM_PID=$$!; \
+	trap 'kill $$LLM_PID 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m feedback.llm_dev_server --port 8001 --wait; \
 	DJANGO_SETTINGS_MODULE=config.settings.demo $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 services:

@@ -6,6 +6,7 @@ from feedback.models import (
     Candidate,
     ExclusionEvent,
     Judgment,
+    ModelEndpoint,
     Pair,
     Profile,
     Prompt,
@@ -50,7 +51,7 @@ class CandidateAdmin(admin.ModelAdmin):
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ("id", "study", "n_assigned", "n_judgments", "reference_choice")
+    list_display = ("id", "study", "n_assigned", "n_judgments", "reference_choice", "gold_choice")
     list_filter = ("study",)
     raw_id_fields = ("prompt", "candidate_a", "candidate_b")
 
@@ -95,3 +96,9 @@ class ExclusionEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(admin.ModelAdmin):
+    list_display = ("name", "study", "base_url", "model_id", "is_active")
+    list_filter = ("study", "is_active")
+    # The API key is never rendered, not even to staff: set it on the study's endpoints page.
+    exclude = ("api_key",)

@@ -107,3 +107,14 @@ class StudyProfilesExport(_StudyExportView):
     def get(self, request: Request, pk: int) -> HttpResponseBase:
         study = self._study(request, pk)
         return export_response(exports.profiles_export(study), study, self._format(request), asgi=_is_asgi(request))
+
+
+class StudyRatingsExport(_StudyExportView):
+    @extend_schema(
+        parameters=[_FORMAT_PARAM],
+        responses={200: OpenApiTypes.BINARY},
+        summary="Export the study's 1-100 ratings, one row per rated response (researchers of the study only)",
+    )
+    def get(self, request: Request, pk: int) -> HttpResponseBase:
+        study = self._study(request, pk)
+        return export_response(exports.ratings_export(study), study, self._format(request), asgi=_is_asgi(request))

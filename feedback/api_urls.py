@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from feedback import api_endpoints
 from feedback import api_views as v
 
 app_name = "api"
@@ -18,4 +19,8 @@ urlpatterns = [
     path("me/consent/", v.ConsentView.as_view(), name="me-consent"),
     path("me/profile/", v.ProfileView.as_view(), name="me-profile"),
     path("me/finish/", v.FinishView.as_view(), name="me-finish"),
+    # Model endpoints of live-conversation studies (issue 12).
+    path("studies/<int:pk>/endpoints/", api_endpoints.EndpointListCreateView.as_view(), name="study-endpoints"),
+    path("studies/<int:pk>/endpoints/<int:endpoint_id>/test/", api_endpoints.EndpointTestView.as_view(),
+         name="study-endpoint-test"),
 ]

@@ -4,8 +4,8 @@ Pure read and format logic: `judgment_rows` / `annotator_rows` are generators ov
 (one query per chunk, no N+1); `jsonl_chunks`, `csv_chunks` and `write_parquet` turn rows into bytes.
 Annotators appear only under their stable pseudonym: the crowd-platform id and the user id are never read.
 
-Ties are exported with chosen = candidate A, rejected = candidate B and tie = true; filter `tie == False`
-before training a TRL reward model.
+Ties are exported with chosen = candidate A, rejected = candidate B and tie = true; "both bad" the same way
+with both_bad = true. Filter `tie == False and both_bad == False` before training a TRL reward model.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 # (column, arrow type, description); the profile columns of the study go where PROFILE_COLUMNS stands.
 PROFILE_COLUMNS = "__profile__"
+DIMENSION_COLUMNS = "__dimensions__"
 JUDGMENT_COLUMNS: list[tuple[str, pa.DataType | None, str]] = [
     ("prompt", pa.string(), 'The conversation as text. A single-turn prompt is the user\'s text as is; a '
      'multi-turn one is rendered "User: …\\n\\nAssistant: …\\n\\nUser: <final turn>".'),
@@ -61,6 +62,21 @@ JUDGMENT_COLUMNS: list[tuple[str, pa.DataType | None, str]] = [
     ("created_at", pa.string(), "When the judgment was made, ISO 8601 in UTC."),
     ("matches_reference", pa.bool_(), "Whether chosen agrees with the label the imported data carried; "
      "null when the data had no label or for a tie."),
+    # --- issue 12: judgment types, live conversations, quality controls ---
+    ("both_bad", pa.bool_(), 'true when the annotator said both responses are bad (Arena\'s "both bad"); '
+     "like a tie it has no direction (chosen = candidate A)."),
+    ("source", pa.string(), '"choice" for an A/B judgment, "rating" for a pair derived from two 1-100 ratings '
+     "of an N-way rating (strength = the rating difference)."),
+    ("chosen_rating", pa.int64(), "The 1-100 rating of the chosen response (rating-derived rows; else null)."),
+    ("rejected_rating", pa.int64(), "The 1-100 rating of the rejected response (rating-derived rows; else null)."),
+    (DIMENSION_COLUMNS, None, "One column dim_<attribute> per attribute of the study (per-dimension choices): "
+     '"chosen", "rejected", "tie", "bad" (both bad) or null when not answered.'),
+    ("quality_check", pa.string(), '"repeat" for a deliberate second showing of a pair (sides swapped), "gold" '
+     "for a gold/attention pair with a known answer, else empty."),
+    ("gold_correct", pa.bool_(), "For gold pairs: whether the annotator gave the known answer; else null."),
+    ("chosen_generation", pa.string(), "For live conversations: JSON of how the chosen response was generated "
+     "(endpoint name, model id, latency_ms, sampling params, names_model); null for imported responses."),
+    ("rejected_generation", pa.string(), "The same for the rejected response."),
 ]
 
 ANNOTATOR_COLUMNS: list[tuple[str, pa.DataType | None, str]] = [
@@ -130,6 +146,8 @@ def _columns(spec: list[tuple[str, pa.DataType | None, str]], study: Study) -> l
     for name, dtype, _ in spec:
         if name == PROFILE_COLUMNS:
             columns += profile_columns(study)
+        elif name == DIMENSION_COLUMNS:
+            columns += [(f"dim_{attr}", pa.string()) for attr in study.attributes or []]
         else:
             assert dtype is not None
             columns.append((name, dtype))
@@ -138,8 +156,9 @@ def _columns(spec: list[tuple[str, pa.DataType | None, str]], study: Study) -> l
 
 def column_docs(kind: str) -> list[tuple[str, str]]:
     """(column, description) pairs for the export page."""
-    spec = JUDGMENT_COLUMNS if kind == "judgments" else ANNOTATOR_COLUMNS
-    return [("<profile fields>" if name == PROFILE_COLUMNS else name, doc) for name, _, doc in spec]
+    spec = {"judgments": JUDGMENT_COLUMNS, "ratings": RATING_COLUMNS}.get(kind, ANNOTATOR_COLUMNS)
+    labels = {PROFILE_COLUMNS: "<profile fields>", DIMENSION_COLUMNS: "dim_<attribute>"}
+    return [(labels.get(name, name), doc) for name, _, doc in spec]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -174,13 +193,57 @@ def _profile_data(annotator: Annotator) -> dict[str, Any] | None:
     return profile.data if profile is not None else None
 
 
-def judgment_row(study: Study, judgment: Judgment) -> dict[str, Any]:
+def _generation(candidate: Any) -> str | None:
+    meta = candidate.metadata or {}
+    if meta.get("source") != "live":
+        return None
+    keys = ("model_id", "served_model", "latency_ms", "first_token_ms", "params", "finish_reason", "names_model")
+    return json.dumps({"endpoint": candidate.model_name, **{k: meta.get(k) for k in keys}}, ensure_ascii=False)
+
+
+def _issue12_values(study: Study, judgment: Judgment, chosen: Any, rejected: Any,
+                    ratings: dict[tuple[int, int], int]) -> dict[str, Any]:
+    """The issue-12 columns of a row (kept apart so the base row stays as it was)."""
+    pair = judgment.pair
+    flip = {Judgment.Choice.A: "chosen", Judgment.Choice.B: "rejected"}
+    if judgment.choice == Judgment.Choice.B:
+        flip = {Judgment.Choice.A: "rejected", Judgment.Choice.B: "chosen"}
+    dims = judgment.dimensions or {}
+    gold = pair.gold_choice in (Judgment.Choice.A, Judgment.Choice.B)
+    assignment = judgment.assignment
+    rated = judgment.source == Judgment.Source.RATING
+    row: dict[str, Any] = {
+        "both_bad": judgment.choice == Judgment.Choice.BOTH_BAD,
+        "source": judgment.source,
+        "chosen_rating": ratings.get((judgment.annotator_id, chosen.pk)) if rated else None,
+        "rejected_rating": ratings.get((judgment.annotator_id, rejected.pk)) if rated else None,
+    }
+    for attr in study.attributes or []:
+        value = dims.get(attr)
+        row[f"dim_{attr}"] = flip.get(value, value) if value else None
+    row |= {
+        "quality_check": "gold" if gold else "repeat" if assignment.is_repeat else "",
+        "gold_correct": (judgment.choice == pair.gold_choice) if gold else None,
+        "chosen_generation": _generation(chosen),
+        "rejected_generation": _generation(rejected),
+    }
+    return row
+
+
+def _study_ratings(study: Study) -> dict[tuple[int, int], int]:
+    from feedback.models import Rating
+
+    return {(a, c): s for a, c, s in Rating.objects.filter(prompt__study=study).values_list(
+        "annotator_id", "candidate_id", "score")}
+
+
+def judgment_row(study: Study, judgment: Judgment, ratings: dict[tuple[int, int], int] | None = None) -> dict[str, Any]:
     pair = judgment.pair
     a, b = pair.candidate_a, pair.candidate_b
     tie = judgment.choice == Judgment.Choice.TIE
     chosen, rejected = (b, a) if judgment.choice == Judgment.Choice.B else (a, b)
     messages = prompt_messages(pair.prompt)
-    if tie or pair.reference_choice not in (Judgment.Choice.A, Judgment.Choice.B):
+    if judgment.choice in Judgment.UNDIRECTED or pair.reference_choice not in (Judgment.Choice.A, Judgment.Choice.B):
         matches = None
     else:
         matches = judgment.choice == pair.reference_choice
@@ -190,7 +253,7 @@ def judgment_row(study: Study, judgment: Judgment) -> dict[str, Any]:
         "chosen": chosen.text,
         "rejected": rejected.text,
         "tie": tie,
-        "strength": None if tie else judgment.strength,
+        "strength": None if judgment.choice in Judgment.UNDIRECTED else judgment.strength,
         "annotator": judgment.annotator.pseudonym,
     }
     row |= profile_values(study, _profile_data(judgment.annotator))
@@ -206,6 +269,7 @@ def judgment_row(study: Study, judgment: Judgment) -> dict[str, Any]:
         "created_at": _iso(judgment.created_at),
         "matches_reference": matches,
     }
+    row |= _issue12_values(study, judgment, chosen, rejected, ratings or {})
     return row
 
 
@@ -213,11 +277,14 @@ def judgment_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dic
     judgments = (
         # Annotators a researcher excluded (quality flags) are left out; their rows stay stored.
         Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True)
-        .select_related("annotator__profile", "pair__prompt", "pair__candidate_a", "pair__candidate_b")
+        .select_related(
+            "annotator__profile", "pair__prompt", "pair__candidate_a", "pair__candidate_b", "assignment"
+        )
         .order_by("id")
     )
+    ratings = _study_ratings(study)
     for judgment in judgments.iterator(chunk_size=chunk_size):
-        yield judgment_row(study, judgment)
+        yield judgment_row(study, judgment, ratings)
 
 
 def annotator_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
@@ -349,3 +416,62 @@ def write_parquet(export: Export, sink: IO[bytes], *, batch_size: int = CHUNK_SI
         for batch in _batches(export.rows, batch_size):
             writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1-100 ratings of N-way turns (issue 12): one row per rated response
+# --------------------------------------------------------------------------------------------------------
+
+RATING_COLUMNS: list[tuple[str, pa.DataType | None, str]] = [
+    ("prompt", pa.string(), "The conversation as text, as in the judgments export."),
+    ("messages", pa.list_(_MESSAGE), "The same conversation as chat messages."),
+    ("response", pa.string(), "The rated response."),
+    ("rating", pa.int64(), "The annotator's rating, 1 (worst) to 100 (best)."),
+    ("position", pa.int64(), "Where the response was shown among the answers, 1 = first."),
+    ("n_responses", pa.int64(), "How many responses were rated together."),
+    ("model", pa.string(), "Model name of the response."),
+    ("annotator", pa.string(), "The annotator's stable pseudonym."),
+    (PROFILE_COLUMNS, None, "The annotator's profile, as in the judgments export."),
+    ("prompt_id", pa.int64(), "Id of the prompt (the ratings of one turn share it)."),
+    ("candidate_id", pa.int64(), "Id of the response."),
+    ("generation", pa.string(), "For live answers: JSON of how the response was generated (as chosen_generation)."),
+    ("created_at", pa.string(), "When the rating was given, ISO 8601 in UTC."),
+]
+
+
+def rating_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+    from feedback.models import Rating
+
+    sizes = dict(
+        Rating.objects.filter(prompt__study=study).values("annotator_id", "prompt_id")
+        .annotate(n=Count("id")).values_list("prompt_id", "n")
+    )
+    ratings = (
+        Rating.objects.filter(prompt__study=study)
+        .select_related("annotator__profile", "prompt", "candidate")
+        .order_by("id")
+    )
+    for rating in ratings.iterator(chunk_size=chunk_size):
+        messages = prompt_messages(rating.prompt)
+        row: dict[str, Any] = {
+            "prompt": prompt_text(messages),
+            "messages": messages,
+            "response": rating.candidate.text,
+            "rating": rating.score,
+            "position": rating.position,
+            "n_responses": sizes.get(rating.prompt_id),
+            "model": rating.candidate.model_name,
+            "annotator": rating.annotator.pseudonym,
+        }
+        row |= profile_values(study, _profile_data(rating.annotator))
+        row |= {
+            "prompt_id": rating.prompt_id,
+            "candidate_id": rating.candidate_id,
+            "generation": _generation(rating.candidate),
+            "created_at": _iso(rating.created_at),
+        }
+        yield row
+
+
+def ratings_export(study: Study) -> Export:
+    return Export("ratings", _columns(RATING_COLUMNS, study), rating_rows(study))

@@ -53,6 +53,25 @@ class Study(models.Model):
     # The study's retrain rule; null = the site default (CHORUS_RETRAIN_*), 0 = never automatically.
     retrain_every_judgments = models.PositiveIntegerField(null=True, blank=True)
     retrain_every_minutes = models.PositiveIntegerField(null=True, blank=True)
+    # --- issue 12: judgment types, live conversations, quality controls -------------------------------
+    # "pairs": annotators judge imported pairs; "conversation": they talk to the study's model endpoints.
+    # "ratings": annotators rate every response (3 or more) of an imported prompt 1-100.
+    kind = models.CharField(max_length=12, default="pairs", choices=[("pairs", "Imported pairs"),
+                                                                   ("conversation", "Live conversation"),
+                                                                   ("ratings", "Rate imported responses")])
+    # Per-dimension choices: attribute names (e.g. ["factuality", "safety"]); one extra choice per attribute.
+    attributes = models.JSONField(default=list, blank=True)
+    # Conversation studies: turns per conversation, conversations per annotator, answers on the first turn
+    # (3 or 4 means PRISM-style 1-100 ratings of each; later turns are always an A/B of two answers).
+    conversation_turns = models.PositiveSmallIntegerField(default=2)
+    conversations_per_annotator = models.PositiveSmallIntegerField(default=1)
+    first_turn_answers = models.PositiveSmallIntegerField(default=2)
+    # Opening prompts a participant may pick instead of writing one (a list of strings).
+    seed_prompts = models.JSONField(default=list, blank=True)
+    # Quality controls: the share of assignments that repeat an earlier pair (sides swapped) and that are
+    # gold/attention pairs with a known answer. Both count towards pairs_per_annotator.
+    repeat_rate = models.FloatField(default=0.0)
+    gold_rate = models.FloatField(default=0.0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -68,6 +87,12 @@ class Study(models.Model):
 
     def is_open(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    def is_conversation(self) -> bool:
+        return self.kind == "conversation"
+
+    def is_ratings(self) -> bool:
+        return self.kind == "ratings"
 
     def has_researcher(self, user) -> bool:
         if not user.is_authenticated:
@@ -113,6 +138,9 @@ class Pair(models.Model):
     candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     # The label the data came with (TRL / hh-rlhf "chosen"), kept for reference and agreement checks.
     reference_choice = models.CharField(max_length=1, blank=True, default="")
+    # A gold / attention pair: the known right answer ("a" or "b"); blank for an ordinary pair. Gold pairs
+    # are shown only as quality checks (never by the selectors) and stay out of training and leaderboards.
+    gold_choice = models.CharField(max_length=1, blank=True, default="")
     # Claimed slots (open + judged assignments); never exceeds the study's overlap target.
     n_assigned = models.PositiveIntegerField(default=0)
     n_judgments = models.PositiveIntegerField(default=0)
@@ -230,6 +258,13 @@ class Judgment(models.Model):
         A = "a", "A"
         B = "b", "B"
         TIE = "tie", "Tie"
+        # Chatbot Arena's "both are bad": no direction, so like a tie it stays out of Bradley-Terry fits.
+        BOTH_BAD = "bad", "Both bad"
+
+    class Source(models.TextChoices):
+        CHOICE = "choice", "A/B choice"
+        # Derived from two 1-100 ratings of the same N-way rating (see feedback.conversations).
+        RATING = "rating", "From 1-100 ratings"
 
     annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="judgments")
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="judgments")
@@ -241,7 +276,13 @@ class Judgment(models.Model):
     rationale = models.TextField(blank=True, default="")
     time_ms = models.PositiveIntegerField(null=True, blank=True)
     client_key = models.CharField(max_length=64)
+    # Per-dimension choices {attribute: "a"|"b"|"tie"|"bad"} in the pair's terms, for the study's attributes.
+    dimensions = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHOICE)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # Choices without a direction: no chosen/rejected, no strength, no Bradley-Terry battle.
+    UNDIRECTED = ("tie", "bad")
 
     class Meta:
         constraints = [
@@ -257,9 +298,11 @@ class Judgment(models.Model):
 
     @property
     def chosen_side_shown(self) -> str:
-        """The side the annotator clicked ("left"/"right"/"tie") — for side-bias checks."""
+        """The side the annotator clicked ("left"/"right"/"tie"/"bad") — for side-bias checks."""
         if self.choice == self.Choice.TIE:
             return "tie"
+        if self.choice == self.Choice.BOTH_BAD:
+            return "bad"
         a_left = self.shown_order == Assignment.Order.AB
         return "left" if (self.choice == self.Choice.A) == a_left else "right"
 
@@ -278,3 +321,110 @@ class ExclusionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{'exclude' if self.excluded else 'include'} {self.annotator} by {self.by}"
+# --- issue 12: N-way 1-100 ratings, model endpoints, live conversations --------------------------------
+
+
+class Rating(models.Model):
+    """One 1-100 rating of one answer in an N-way rating (PRISM turn one); pairs are derived from them."""
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="ratings")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="ratings")
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="ratings")
+    score = models.PositiveSmallIntegerField()
+    position = models.PositiveSmallIntegerField(help_text="Where the answer was shown, 1 = first.")
+    client_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "candidate"], name="rating_once_per_candidate"),
+            models.CheckConstraint(condition=Q(score__gte=1, score__lte=100), name="rating_score_range"),
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Rating #{self.pk}"
+
+
+class ModelEndpoint(models.Model):
+    """A model a conversation study talks to: any OpenAI-compatible /v1/chat/completions server."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="endpoints")
+    # The name researchers see (exports, dashboards); participants never do.
+    name = models.CharField(max_length=100)
+    base_url = models.URLField(max_length=500, help_text="e.g. http://localhost:8001/v1")
+    model_id = models.CharField(max_length=200, help_text='The "model" field sent to the server.')
+    # Sampling parameters sent with every request: temperature, top_p, max_tokens, seed, ...
+    params = models.JSONField(default=dict, blank=True)
+    system_prompt = models.TextField(blank=True, default="")
+    # Kept server-side only: never rendered on a page, in an export or in an API response.
+    api_key = models.CharField(max_length=500, blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "name"], name="endpoint_unique_name")]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:  # never the key
+        return f"<ModelEndpoint {self.pk} {self.name!r} {self.base_url}>"
+
+
+class Conversation(models.Model):
+    """A participant's live conversation; each turn is a Prompt with generated Candidates and Pair(s)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conversations")
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="conversations")
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Conversation #{self.pk}"
+
+
+class ConversationTurn(models.Model):
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField()  # 1 = the opening turn
+    prompt = models.OneToOneField(Prompt, on_delete=models.CASCADE, related_name="conversation_turn")
+    # The answers in the order they were shown to the participant.
+    shown = models.JSONField(default=list)
+    # The answer that continues the conversation (set when the turn is judged).
+    chosen = models.ForeignKey(Candidate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    judged_at = models.DateTimeField(null=True, blank=True)
+    client_key = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "index"], name="turn_unique_index"),
+            models.UniqueConstraint(fields=["conversation", "client_key"], name="turn_client_key_once"),
+        ]
+        ordering = ["conversation_id", "index"]
+
+    def __str__(self) -> str:
+        return f"Turn {self.index} of {self.conversation}"
+
+
+class RatingTask(models.Model):
+    """An imported prompt whose responses (3 or more) one annotator rates 1-100 (a "ratings" study).
+
+    At most study.overlap_target tasks per prompt; the ratings become Rating rows and derived pairs.
+    """
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="rating_tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rating_tasks")
+    shown = models.JSONField(default=list)  # candidate ids in the order shown
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["annotator", "prompt"], name="rating_task_once")]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Rating task #{self.pk}"

@@ -28,7 +28,8 @@ class PairSelector(Protocol):
 def eligible_pairs(annotator: Annotator):
     """Pairs of the annotator's study with a free overlap slot that they have not been given yet."""
     study = annotator.study
-    return Pair.objects.filter(study_id=study.pk, n_assigned__lt=study.overlap_target).exclude(
+    # Gold/attention pairs are never ranked: services schedule them at the study's gold_rate.
+    return Pair.objects.filter(study_id=study.pk, n_assigned__lt=study.overlap_target, gold_choice="").exclude(
         assignments__annotator_id=annotator.pk
     )
 

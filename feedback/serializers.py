@@ -252,7 +252,9 @@ class NextPairSerializer(serializers.Serializer):
 class JudgmentCreateSerializer(serializers.Serializer):
     pair_id = serializers.IntegerField(min_value=1)
     choice = serializers.ChoiceField(
-        choices=Judgment.Choice.choices, help_text='"a", "b" (as in next-pair) or "tie".'
+        choices=Judgment.Choice.choices,
+        help_text='"a", "b" (as in next-pair), "tie" or "bad" (both responses are bad; like a tie it has no '
+        "direction, so it carries no strength and no reward-model training signal).",
     )
     strength = serializers.IntegerField(
         min_value=1,
@@ -260,7 +262,13 @@ class JudgmentCreateSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         default=None,
-        help_text="How strongly (1-100); ignored for a tie.",
+        help_text="How strongly (1-100); ignored for a tie or both bad.",
+    )
+    dimensions = serializers.DictField(
+        child=serializers.ChoiceField(choices=Judgment.Choice.choices),
+        required=False,
+        default=dict,
+        help_text='Per-dimension choices for the study\'s attributes, e.g. {"safety": "a", "factuality": "tie"}.',
     )
     rationale = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
     time_ms = serializers.IntegerField(
@@ -287,6 +295,8 @@ class JudgmentSerializer(serializers.ModelSerializer):
             "time_ms",
             "shown_order",
             "client_key",
+            "dimensions",
+            "source",
             "created_at",
         ]
         read_only_fields = fields

@@ -397,7 +397,7 @@ def _release_stale_assignments(study: Study) -> int:
     released = 0
     stale = Assignment.objects.filter(
         pair__study=study, completed_at__isnull=True, released_at__isnull=True, assigned_at__lt=cutoff
-    ).values_list("id", "pair_id")
+    ).exclude(selector="live").values_list("id", "pair_id")  # a live turn's pair belongs to its conversation
     for assignment_id, pair_id in stale:
         with transaction.atomic():
             # Conditional: only the process that flips released_at gives the slot back.
@@ -443,6 +443,80 @@ def _claim(
     return assignment
 
 
+def _quality_check_next(*, annotator: Annotator, study: Study, rng: random.Random) -> Assignment | None:
+    """Maybe a quality check instead of a new pair: a gold pair (probability gold_rate) or a repeat of a pair
+    the annotator already judged, sides swapped (probability repeat_rate). None when neither is drawn or
+    there is nothing to show (no gold pair left for them, nothing judged yet to repeat)."""
+    if not (study.gold_rate or study.repeat_rate):
+        return None
+    draw = rng.random()
+    if draw < study.gold_rate:
+        gold = (
+            Pair.objects.filter(study=study).exclude(gold_choice="")
+            .exclude(assignments__annotator=annotator).values_list("id", flat=True)
+        )
+        ids = list(gold[:50])
+        if ids:
+            try:
+                with transaction.atomic():
+                    assignment = Assignment.objects.create(
+                        annotator=annotator, pair_id=rng.choice(ids), selector="gold",
+                        shown_order=rng.choice([Assignment.Order.AB, Assignment.Order.BA]),
+                    )
+            except IntegrityError:  # a second tab took it a moment ago
+                return None
+            assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=assignment.pair_id)
+            return assignment
+        return None
+    if draw < study.gold_rate + study.repeat_rate:
+        repeated = Assignment.objects.filter(annotator=annotator, is_repeat=True).values("pair_id")
+        judged = list(
+            Assignment.objects.filter(annotator=annotator, is_repeat=False, completed_at__isnull=False,
+                                      pair__gold_choice="")
+            .exclude(pair_id__in=repeated)
+            .order_by("-completed_at")
+            .values_list("pair_id", "shown_order")[:50]
+        )
+        # Not the pair they just judged: a repeat straight after the original measures memory, not taste.
+        candidates = judged[1:] or []
+        if candidates:
+            pair_id, order = rng.choice(candidates)
+            swapped = Assignment.Order.BA if order == Assignment.Order.AB else Assignment.Order.AB
+            assignment = Assignment.objects.create(
+                annotator=annotator, pair_id=pair_id, shown_order=swapped, is_repeat=True, selector="repeat"
+            )
+            assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=pair_id)
+            return assignment
+    return None
+
+
+ATTENTION_WORDS = ("apple", "river", "candle", "violet", "harbor", "pebble", "meadow", "lantern", "copper", "maple")
+
+
+@transaction.atomic
+def study_add_attention_checks(*, study: Study, n: int = 3, rng: random.Random | None = None) -> list[Pair]:
+    """Add n gold/attention pairs with a known answer (an instructed-response item: "choose the response
+    that says <word>"). They are shown at the study's gold_rate and stay out of training and leaderboards."""
+    if not 1 <= n <= 50:
+        raise ServiceError("add between 1 and 50 attention checks at a time")
+    rng = rng or random.Random()
+    pairs = []
+    for _ in range(n):
+        right, wrong = rng.sample(ATTENTION_WORDS, 2)
+        prompt = Prompt.objects.create(
+            study=study,
+            text=f"This is an attention check. Please choose the response that contains the word “{right}”.",
+            metadata={"source": "attention_check"},
+        )
+        texts = (f"The word you are looking for is **{right}**.", f"The word you are looking for is **{wrong}**.")
+        a, b = (
+            Candidate.objects.create(prompt=prompt, text=t, text_hash=text_hash(t), metadata={"attention_check": True})
+            for t in texts
+        )
+        pairs.append(Pair.objects.create(study=study, prompt=prompt, candidate_a=a, candidate_b=b, gold_choice="a"))
+    return pairs
+
+
 def assignment_next_with_progress(
     *, annotator: Annotator, rng: random.Random | None = None
 ) -> tuple[Assignment | None, int]:
@@ -467,6 +541,9 @@ def assignment_next_with_progress(
     if not study.is_open() or study.pairs_per_annotator <= done:
         return None, done
     rng = rng or random.Random()
+    quality_check = _quality_check_next(annotator=annotator, study=study, rng=rng)
+    if quality_check is not None:
+        return quality_check, done
     selector = get_selector(study.selector)
     for attempt in range(2):
         for pair_id in selector.rank(annotator=annotator, limit=20):
@@ -497,7 +574,7 @@ def assignment_next(*, annotator: Annotator, rng: random.Random | None = None) -
 
 def _validate_judgment_fields(choice: str, strength: int | None, rationale: str, time_ms: int | None, client_key: str):
     if choice not in Judgment.Choice.values:
-        raise ServiceError('choice must be "a", "b" or "tie"')
+        raise ServiceError('choice must be "a", "b", "tie" or "bad" (both bad)')
     if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int) or not 1 <= strength <= 100):
         raise ServiceError("strength must be an integer from 1 to 100")
     if time_ms is not None and (isinstance(time_ms, bool) or not isinstance(time_ms, int) or not 0 <= time_ms <= 86_400_000):
@@ -520,23 +597,47 @@ class ClientKeyConflict(ServiceError):
         self.judgment = judgment
 
 
-def _replay(existing: Judgment, *, pair: Pair, choice: str, strength: int | None, rationale: Any) -> Judgment:
+def _replay(
+    existing: Judgment, *, pair: Pair, choice: str, strength: int | None, rationale: Any, dimensions: Any
+) -> Judgment:
     """The stored judgment for a retried submission; ClientKeyConflict when the retry says something else.
 
     time_ms is not compared: a client may measure it again when it resends.
     """
-    if choice == Judgment.Choice.TIE:
+    if choice in Judgment.UNDIRECTED:
         strength = None
+    answered = {k: v for k, v in dimensions.items() if v not in ("", None)} if isinstance(dimensions, dict) else {}
     same = (
         existing.pair_id == pair.pk
         and existing.choice == choice
         and existing.strength == strength
         and isinstance(rationale, str)
         and existing.rationale == rationale.strip()
+        and (existing.dimensions or {}) == answered
     )
     if not same:
         raise ClientKeyConflict(existing)
     return existing
+
+
+def clean_dimensions(study: Study, dimensions: dict[str, str] | None) -> dict[str, str]:
+    """Per-dimension choices checked against the study's attributes (unanswered ones are left out)."""
+    if not dimensions:
+        return {}
+    if not isinstance(dimensions, dict):
+        raise ServiceError("dimensions must be an object of attribute -> choice")
+    allowed = set(study.attributes or [])
+    unknown = sorted(set(dimensions) - allowed)
+    if unknown:
+        raise ServiceError(f"unknown attributes {unknown}; this study asks about {sorted(allowed)}")
+    cleaned = {}
+    for name, value in dimensions.items():
+        if value in ("", None):
+            continue
+        if value not in Judgment.Choice.values:
+            raise ServiceError(f'the choice for {name!r} must be "a", "b", "tie" or "bad"')
+        cleaned[name] = value
+    return cleaned
 
 
 def judgment_create(
@@ -548,6 +649,8 @@ def judgment_create(
     strength: int | None = None,
     rationale: str = "",
     time_ms: int | None = None,
+    dimensions: dict[str, str] | None = None,
+    source: str = Judgment.Source.CHOICE,
 ) -> tuple[Judgment, bool]:
     """Record the annotator's judgment of their open assignment of `pair`; returns (judgment, created).
 
@@ -556,9 +659,12 @@ def judgment_create(
     one is looked up only when the submission cannot be recorded (invalid, pair not open for the annotator,
     finished annotator, or the client_key's unique constraint firing), so a first submission costs no lookup.
     """
-    replay = functools.partial(_replay, pair=pair, choice=choice, strength=strength, rationale=rationale)
+    replay = functools.partial(
+        _replay, pair=pair, choice=choice, strength=strength, rationale=rationale, dimensions=dimensions
+    )
     try:
         _validate_judgment_fields(choice, strength, rationale, time_ms, client_key)
+        dimensions = clean_dimensions(annotator.study, dimensions)
         if pair.study_id != annotator.study_id:
             raise ServiceError("this pair belongs to another study", code="not_found")
         if annotator.completed_at is not None:
@@ -569,8 +675,8 @@ def judgment_create(
         if existing is not None:
             return replay(existing), False
         raise
-    if choice == Judgment.Choice.TIE:
-        strength = None  # a tie has no direction, so no strength
+    if choice in Judgment.UNDIRECTED:
+        strength = None  # a tie or "both bad" has no direction, so no strength
     try:
         with transaction.atomic():
             assignment = (
@@ -595,11 +701,15 @@ def judgment_create(
                 rationale=rationale.strip(),
                 time_ms=time_ms,
                 client_key=client_key,
+                dimensions=dimensions,
+                source=source,
             )
             assignment.completed_at = now
             assignment.save(update_fields=["completed_at"])
             Pair.objects.filter(id=pair.id).update(n_judgments=F("n_judgments") + 1)
-            if annotator.completed_at is None and annotator_quota_left(annotator) == 0:
+            # A conversation study finishes by conversations (feedback.conversations), not by pair quota.
+            is_conversation = annotator.study.is_conversation()
+            if annotator.completed_at is None and not is_conversation and annotator_quota_left(annotator) == 0:
                 Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=now)
             for created_hook in judgment_created_hooks:
                 transaction.on_commit(functools.partial(created_hook, judgment))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback import views_research
+from feedback import views_endpoints, views_research
 
 # Included at the site root by feedback/urls.py (app_name "feedback").
 urlpatterns = [
@@ -15,4 +15,10 @@ urlpatterns = [
         views_research.annotator_exclusion,
         name="annotator_exclusion",
     ),
+    # Model endpoints, live conversations and judgment design (issue 12).
+    path("studies/<int:pk>/models", views_endpoints.study_models, name="study_models"),
+    path("studies/<int:pk>/models/<int:endpoint_id>/test", views_endpoints.endpoint_test, name="endpoint_test"),
+    path("studies/<int:pk>/models/<int:endpoint_id>/active", views_endpoints.endpoint_active, name="endpoint_active"),
+    path("studies/<int:pk>/design", views_endpoints.study_design, name="study_design"),
+    path("studies/<int:pk>/attention-checks", views_endpoints.attention_checks, name="attention_checks"),
 ]

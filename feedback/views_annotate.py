@@ -33,8 +33,10 @@ class HttpRequest(_HttpRequest):
 
 AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Choices arrive in screen terms; the view maps them to the pair's a/b (see _screen_to_pair_choice).
-SCREEN_CHOICES = ("left", "right", "tie")
+SCREEN_CHOICES = ("left", "right", "tie", "bad")
 MAX_TIME_MS = 86_400_000
+# The per-dimension radio buttons (screen terms, as for the main choice).
+DIMENSION_OPTIONS = [("left", "Response 1"), ("tie", "Same"), ("right", "Response 2"), ("bad", "Both bad")]
 STEP_URL_NAMES = {
     "consent": "feedback:consent",
     "profile": "feedback:profile",
@@ -88,7 +90,12 @@ def _current_step(annotator: Annotator) -> str:
 
 
 def _step_url(annotator: Annotator, step: str | None = None) -> str:
-    return reverse(STEP_URL_NAMES[step or _current_step(annotator)], args=[annotator.study.slug])
+    step = step or _current_step(annotator)
+    if step == "compare" and annotator.study.is_conversation():
+        return reverse("feedback:talk", args=[annotator.study.slug])  # live conversations (issue 12)
+    if step == "compare" and annotator.study.is_ratings():
+        return reverse("feedback:rate", args=[annotator.study.slug])  # 1-100 ratings (issue 12)
+    return reverse(STEP_URL_NAMES[step], args=[annotator.study.slug])
 
 
 def _step_redirect(request: HttpRequest, annotator: Annotator, here: str) -> HttpResponse | None:
@@ -275,6 +282,8 @@ def _screen_to_pair_choice(screen_choice: str, shown_order: str) -> str:
     """left/right/tie as clicked → the pair's a/b/tie, given which candidate was on the left."""
     if screen_choice == "tie":
         return Judgment.Choice.TIE
+    if screen_choice == "bad":
+        return Judgment.Choice.BOTH_BAD
     a_on_left = shown_order == Assignment.Order.AB
     return Judgment.Choice.A if (screen_choice == "left") == a_on_left else Judgment.Choice.B
 
@@ -310,6 +319,7 @@ def _render_comparison(
         # A fresh key per rendered form: a double click or a retried request stores one judgment.
         "client_key": uuid.uuid4().hex,
         "error": error,
+        "dimension_options": DIMENSION_OPTIONS,
     }
     template = "feedback/annotate/compare.html"
     if request.htmx:
@@ -324,6 +334,9 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseClientRedirect(reverse("feedback:join", args=[slug])) if request.htmx else _join_redirect(slug)
     if response := _step_redirect(request, annotator, "compare"):
         return response
+    if annotator.study.is_conversation() or annotator.study.is_ratings():
+        url = _step_url(annotator)
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     if request.method == "POST":
         response = _submit_judgment(request, annotator)
         if response is not None:
@@ -362,7 +375,9 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
         return None
     screen_choice = post.get("choice", "")
     if screen_choice not in SCREEN_CHOICES:
-        return _judgment_error(request, annotator, "Choose the left response, the right one, or a tie.")
+        return _judgment_error(
+            request, annotator, "Choose the left response, the right one, a tie, or “both are bad”."
+        )
     try:
         strength = _parse_int(post.get("strength"))
         pair_id = int(post.get("pair", ""))
@@ -403,12 +418,28 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
             # newline as CRLF but count it as one character against the textarea's maxlength.
             rationale=post.get("rationale", "").replace("\r\n", "\n"),
             time_ms=time_ms,
+            dimensions=_posted_dimensions(post, annotator.study, assignment.shown_order),
         )
     except services.ServiceError as exc:
         if exc.code == "not_found":
             raise Http404(str(exc)) from exc
         return _judgment_error(request, annotator, str(exc))
     return None
+
+
+def _posted_dimensions_screen(post: Any, study: Study) -> dict[str, str]:
+    """The per-attribute choices as posted (`dim_<attribute>` = left/right/tie/bad), unanswered left out."""
+    return {name: post.get(f"dim_{name}") for name in study.attributes or [] if post.get(f"dim_{name}") in SCREEN_CHOICES}
+
+
+def _posted_dimensions(post: Any, study: Study, shown_order: str) -> dict[str, str]:
+    """The per-attribute choices (`dim_<attribute>` = left/right/tie/bad) in the pair's terms."""
+    out = {}
+    for name in study.attributes or []:
+        value = post.get(f"dim_{name}", "")
+        if value in SCREEN_CHOICES:
+            out[name] = _screen_to_pair_choice(value, shown_order)
+    return out
 
 
 def _judgment_error(request: HttpRequest, annotator: Annotator, message: str) -> HttpResponse:

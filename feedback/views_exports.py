@@ -35,8 +35,16 @@ def study_export(request: HttpRequest, pk: int) -> HttpResponse:
                 "links": [(fmt, f"{profiles_url}?format={fmt}", exports.filename(study, "profiles", fmt))
                           for fmt in exports.FORMATS],
             },
+            {
+                "title": "Ratings (1–100)",
+                "what": "One row per rated response of N-way ratings (live conversations); the judgments export "
+                "holds the pairs derived from them.",
+                "links": [(fmt, f"{reverse('api-study-export-ratings', args=[study.pk])}?format={fmt}",
+                           exports.filename(study, "ratings", fmt)) for fmt in exports.FORMATS],
+            },
         ],
         "profile_columns": [name for name, _ in exports.profile_columns(study)],
+        "rating_columns": exports.column_docs("ratings"),
         "judgment_columns": exports.column_docs("judgments"),
         "profile_export_columns": exports.column_docs("profiles"),
     }

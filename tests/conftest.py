@@ -43,3 +43,14 @@ def other_annotator(db):
     """An annotator of another study: must never see or touch `study`'s data."""
     other = make_study_with_pairs(2)
     return AnnotatorFactory(study=other)
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """A real OpenAI-compatible server on 127.0.0.1 backed by tiny random GPT-2-shaped transformers models."""
+    from feedback.llm_dev_server import DevServer, TinyLMConfig
+
+    server = DevServer(models=("tiny-a", "tiny-b", "tiny-c", "tiny-d"), config=TinyLMConfig(default_max_tokens=12))
+    server.start()
+    yield server
+    server.stop()

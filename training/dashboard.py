@@ -57,7 +57,7 @@ def _judgment_rows(study: Study) -> list[dict[str, Any]]:
         .order_by("id")
         .values(
             "id", "annotator_id", "pair_id", "choice", "shown_order", "time_ms",
-            "pair__candidate_a__model_name", "pair__candidate_b__model_name",
+            "pair__candidate_a__model_name", "pair__candidate_b__model_name", "pair__gold_choice",
         )
     )
     return [dict(r) for r in qs]
@@ -69,6 +69,8 @@ def _leaderboard(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         a, b = r["pair__candidate_a__model_name"], r["pair__candidate_b__model_name"]
         if not a or not b or a == b:
             continue  # data without model names (e.g. hh-rlhf) has no leaderboard
+        if r["choice"] == "bad" or r.get("pair__gold_choice"):
+            continue  # "both bad" says nothing about which is better; gold pairs are quality checks
         outcome = 1.0 if r["choice"] == "a" else 0.0 if r["choice"] == "b" else 0.5
         battles.append((a, b, outcome))
     if not battles:
@@ -191,15 +193,23 @@ def _quality_flags(study: Study, rows: list[dict[str, Any]], profiles: dict[int,
     for r in rows:
         by_ann[r["annotator_id"]].append(r)
     repeats = defaultdict(list)
-    # A repeated pair (shown again, sides swapped) is consistent when both choices agree in pair terms.
+    # A repeated pair (shown again, sides swapped: Assignment.is_repeat, scheduled at the study's
+    # repeat_rate) is consistent when both choices agree in pair terms.
+    repeated = set(
+        Assignment.objects.filter(annotator__study=study, is_repeat=True, judgment__isnull=False)
+        .values_list("annotator_id", "pair_id")
+    )
     for a_id, pair_id, choice in Assignment.objects.filter(
         annotator__study=study, judgment__isnull=False
     ).values_list("annotator_id", "pair_id", "judgment__choice"):
-        repeats[(a_id, pair_id)].append(choice)
+        if (a_id, pair_id) in repeated:
+            repeats[(a_id, pair_id)].append(choice)
     flags = []
     for a_id, js in by_ann.items():
         times = [j["time_ms"] for j in js if j["time_ms"] is not None]
-        sided = [j for j in js if j["choice"] != "tie"]
+        sided = [j for j in js if j["choice"] not in ("tie", "bad") and not j.get("pair__gold_choice")]
+        gold = [j["choice"] == j["pair__gold_choice"] for j in js if j.get("pair__gold_choice")]
+        gold_share = sum(gold) / len(gold) if gold else None
         left = sum(1 for j in sided if (j["choice"] == "a") == (j["shown_order"] == "ab"))
         left_share = left / len(sided) if sided else None
         rep = [v for (a, _), v in repeats.items() if a == a_id and len(v) >= 2]
@@ -216,10 +226,14 @@ def _quality_flags(study: Study, rows: list[dict[str, Any]], profiles: dict[int,
             issues.append("inconsistent")
         if at_default:
             issues.append("sliders-at-default")
+        # Attention checks have one right answer: missing more than one in four (or any of the first few).
+        if gold and (gold_share is not None and gold_share < 0.75 or (len(gold) < 4 and not all(gold))):
+            issues.append("failed-attention")
         flags.append({
             "annotator": pseudonyms[a_id], "judgments": len(js), "median_time_ms": median_ms,
             "left_share": left_share, "consistency": consistency, "repeats": len(rep),
             "sliders_at_default": at_default, "flags": issues,
+            "gold": len(gold), "gold_correct": gold_share,
         })
     return sorted(flags, key=lambda f: (-len(f["flags"]), f["annotator"]))
 
@@ -257,7 +271,7 @@ def _cross_group_accuracy(
         members = [means[a] for a in means if groups.get(a) == g]
         mean = np.mean(members, axis=0)
         centroids[g] = Posterior(torch.tensor(mean, dtype=torch.float32), torch.zeros(len(mean), len(mean)))
-    sided = [r for r in rows if r["choice"] != "tie" and groups.get(r["annotator_id"]) in names]
+    sided = [r for r in rows if r["choice"] not in ("tie", "bad") and groups.get(r["annotator_id"]) in names]
     if not sided:
         return {}
     pairs = {p.pk: p for p in Pair.objects.filter(id__in={r["pair_id"] for r in sided}).select_related(

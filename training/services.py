@@ -61,7 +61,8 @@ class JudgmentBatch:
 def _judgment_rows(judgments) -> list[Judgment]:
     # Ties carry no direction for a Bradley–Terry likelihood; they count in agreement stats only.
     return list(
-        judgments.exclude(choice=Judgment.Choice.TIE)
+        judgments.exclude(choice__in=Judgment.UNDIRECTED)  # ties and "both bad" (issue 12)
+        .filter(pair__gold_choice="")  # gold/attention checks test the annotator, not their taste
         .select_related("pair__prompt", "pair__candidate_a", "pair__candidate_b")
         .order_by("id")
     )
@@ -127,7 +128,7 @@ def _count_trainable(study: Study, *, up_to: int) -> int:
     fraction = settings.CHORUS_HELDOUT_FRACTION
     ids = (
         Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True)
-        .exclude(choice=Judgment.Choice.TIE)
+        .exclude(choice__in=Judgment.UNDIRECTED)
         .values_list("id", flat=True)
     )
     count = 0
@@ -413,7 +414,7 @@ def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | 
     if last and last.status in (ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING):
         return None
     total = Judgment.objects.filter(pair__study=study, annotator__excluded_at__isnull=True).exclude(
-        choice=Judgment.Choice.TIE
+        choice__in=Judgment.UNDIRECTED
     )
     cutoff = last.data_cutoff if last else 0
     new = total.filter(id__gt=cutoff).count()

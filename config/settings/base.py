@@ -246,6 +246,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every model-endpoint request at INFO (live conversations): warnings only.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # Text encoder for reward models: None = all-MiniLM-L6-v2 from the PyPI package; else a local folder.
@@ -296,3 +298,10 @@ CHORUS_RESUME_LINK_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_LINK_MAX_AGE_SECONDS
 CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS = env_int("CHORUS_RESUME_COOKIE_MAX_AGE_SECONDS", 30 * 24 * 3600)
 # Load the encoder and active models in a background thread on a web process's first request (training.warmup).
 CHORUS_WARM_ON_FIRST_REQUEST = env_bool("CHORUS_WARM_ON_FIRST_REQUEST", True)
+
+# Live conversations (issue 12): OpenAI-compatible model endpoints. Seconds.
+CHORUS_LLM_CONNECT_TIMEOUT = float(os.environ.get("CHORUS_LLM_CONNECT_TIMEOUT", "5"))
+CHORUS_LLM_READ_TIMEOUT = float(os.environ.get("CHORUS_LLM_READ_TIMEOUT", "60"))  # longest silence mid-answer
+CHORUS_LLM_TOTAL_TIMEOUT = float(os.environ.get("CHORUS_LLM_TOTAL_TIMEOUT", "180"))  # whole answer
+# Where `make demo` runs its local model server (python -m feedback.llm_dev_server).
+CHORUS_DEMO_LLM_URL = os.environ.get("CHORUS_DEMO_LLM_URL", "http://127.0.0.1:8001/v1")

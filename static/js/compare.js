@@ -1,6 +1,6 @@
 /* Chorus compare page: keyboard shortcuts, strength slider, response timing, htmx glue.
  *
- * Keys: 1 = left/“Response 1”, 2 = right/“Response 2”, 0 = tie, ←/→ = strength −/+10.
+ * Keys: 1 = left/“Response 1”, 2 = right/“Response 2”, 0 = tie, b = both bad, ←/→ = strength −/+10.
  * Keys never fire while typing in a text field. The page works without this script
  * (plain form POST → redirect → GET); this only adds speed and timing.
  */
@@ -176,6 +176,7 @@
       case "1": choose("1"); break;
       case "2": choose("2"); break;
       case "0": choose("0"); break;
+      case "b": case "B": choose("b"); break;
       case "ArrowLeft": adjustStrength(-STEP); break;
       case "ArrowRight": adjustStrength(STEP); break;
       default: return;

@@ -30,6 +30,7 @@ class World:
     other_annotator: Annotator
     clients: dict[str, APIClient]
     assigned_pair: Pair  # the annotator's open assignment
+    endpoint_id: int = 0  # a model endpoint of the study (issue 12)
 
 
 @pytest.fixture
@@ -56,7 +57,11 @@ def world(study, researcher, annotator, other_annotator) -> World:
         "researcher": by_session(researcher),
         "other_researcher": by_session(other_researcher),
     }
-    return World(study, annotator, other_annotator, clients, assigned_pair)
+    from feedback.conversations import endpoint_create
+
+    # A model endpoint nobody serves: testing its connection answers at once (connection refused).
+    endpoint = endpoint_create(study=study, name="E", base_url="http://127.0.0.1:9/v1", model_id="m")
+    return World(study, annotator, other_annotator, clients, assigned_pair, endpoint.pk)
 
 
 def _with_external_id(annotator: Annotator) -> str:
@@ -255,6 +260,28 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
             "other_researcher": 403,
         },
     ),
+    # Model endpoints of live-conversation studies (issue 12): the study's researchers only.
+    "list endpoints": (
+        "get",
+        "/studies/{study}/endpoints/",
+        None,
+        "json",
+        {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 200, "other_researcher": 403},
+    ),
+    "add endpoint": (
+        "post",
+        "/studies/{study}/endpoints/",
+        lambda w: {"name": "E2", "base_url": "http://127.0.0.1:9/v1", "model_id": "m"},
+        "json",
+        {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 201, "other_researcher": 403},
+    ),
+    "test endpoint": (
+        "post",
+        "/studies/{study}/endpoints/{endpoint}/test/",
+        None,
+        "json",
+        {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 200, "other_researcher": 403},
+    ),
 }
 
 CASES = [(name, role) for name in ENDPOINTS for role in ROLES]
@@ -264,7 +291,7 @@ CASES = [(name, role) for name in ENDPOINTS for role in ROLES]
 @pytest.mark.parametrize(("endpoint", "role"), CASES, ids=[f"{e}-{r}" for e, r in CASES])
 def test_it_answers_each_caller_with_the_exact_status(world, endpoint, role):
     method, template, body, fmt, expected = ENDPOINTS[endpoint]
-    path = API + template.format(study=world.study.pk)
+    path = API + template.format(study=world.study.pk, endpoint=world.endpoint_id)
     client = world.clients[role]
     data = body(world) if body else None
     resp = (
@@ -280,7 +307,10 @@ def test_it_covers_every_api_route():
     from feedback import api_urls
 
     covered = {template for _, template, *_ in ENDPOINTS.values()}
-    routes = {"/" + str(p.pattern).replace("<int:pk>", "{study}") for p in api_urls.urlpatterns}
+    routes = {
+        "/" + str(p.pattern).replace("<int:pk>", "{study}").replace("<int:endpoint_id>", "{endpoint}")
+        for p in api_urls.urlpatterns
+    }
     assert routes <= covered
 
 

@@ -8,6 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('feedback', '0003_i15_settings_exclusion'),
         ('feedback', '0003_i16_resume_secret_content_hash'),
+        ('feedback', '0003_i12_conversations'),
     ]
 
     operations = [
