@@ -447,7 +447,8 @@ def rating_rows(study: Study, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[
         .annotate(n=Count("id")).values_list("prompt_id", "n")
     )
     ratings = (
-        Rating.objects.filter(prompt__study=study)
+        # Excluded annotators are left out here as in the judgments export.
+        Rating.objects.filter(prompt__study=study, annotator__excluded_at__isnull=True)
         .select_related("annotator__profile", "prompt", "candidate")
         .order_by("id")
     )
