@@ -552,7 +552,7 @@ def test_it_streams_a_large_export_under_asgi_in_flat_memory(researcher, monkeyp
     assert total == 4800
     produced = []
     real_row = exports.judgment_row
-    monkeypatch.setattr(exports, "judgment_row", lambda s, j: produced.append(1) or real_row(s, j))
+    monkeypatch.setattr(exports, "judgment_row", lambda s, j, *rest: produced.append(1) or real_row(s, j, *rest))
     rows_at_first_body: list[int] = []
 
     def on_body(index: int) -> None:
