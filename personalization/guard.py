@@ -227,16 +227,21 @@ def _score(res: dict[str, Any]) -> float:
 
 def _losses(seen: tuple[torch.Tensor, torch.Tensor], new: list[tuple[torch.Tensor, torch.Tensor]],
             tau: float) -> dict[str, list[torch.Tensor]]:
-    """Per-label cross-entropies: the seen part, and one vector per new-user context size."""
+    """Per-label losses — cross-entropy (``seen``, ``new``) and error (``seen_err``, ``new_err``) — for the
+    seen part and one vector per new-user context size."""
     def ce(m: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         return -torch.log(_probit(m, s2, tau).clamp_min(1e-7))
-    return {"seen": [ce(*seen)], "new": [ce(m, s2) for m, s2 in new]}
+
+    def err(m: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+        return (m < 0).float() + 0.5 * (m == 0).float()
+    return {"seen": [ce(*seen)], "new": [ce(m, s2) for m, s2 in new],
+            "seen_err": [err(*seen)], "new_err": [err(m, s2) for m, s2 in new]}
 
 
 def _not_worse(cand: dict[str, list[torch.Tensor]], base: dict[str, list[torch.Tensor]], z: float) -> bool:
-    """Is the candidate's cross-entropy no worse than the baseline's on seen AND new users, up to z
-    standard errors of the paired per-label difference (noise on a few hundred labels)?"""
-    for part in ("seen", "new"):
+    """Is the candidate no worse than the baseline in cross-entropy AND accuracy, on seen AND new users,
+    up to z standard errors of the paired per-label difference (noise on a few hundred labels)?"""
+    for part in ("seen", "new", "seen_err", "new_err"):
         diffs = [c - b for c, b in zip(cand[part], base[part], strict=True) if c.numel()]
         if not diffs:
             continue
