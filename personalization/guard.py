@@ -301,7 +301,7 @@ def select(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, 
 
 def _search(model: RewardModel, bt: RewardModel, data: PreferenceData, train: PreferenceData,
             train_users: list[int], held_rows: list[torch.Tensor], new_users: list[int], remap: dict[int, int],
-            profiles: Mapping[str, Mapping[str, Any]], fit_seconds: float, z: float = 1.0) -> dict[str, Any]:
+            profiles: Mapping[str, Mapping[str, Any]], fit_seconds: float, z: float = 0.0) -> dict[str, Any]:
     t_search = time.perf_counter()
     # Held-out labels of seen users, one row per training user (same order as train.user_ids).
     held_groups = [torch.zeros(0, dtype=torch.long) for _ in train_users]
