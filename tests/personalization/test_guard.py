@@ -115,6 +115,10 @@ def test_it_backs_off_exactly_to_the_population_and_exports_the_blend(tmp_path):
     assert torch.allclose(standalone.prefer_embeddings(p, a, b), mid, atol=1e-4)
     rewards = standalone.reward_embeddings(p, a)
     assert torch.allclose(rewards, pal.reward(post, p, a), atol=1e-4)
+    pal.save(str(tmp_path / "blended"))  # the population travels inside the checkpoint
+    loaded = load_model(str(tmp_path / "blended"))
+    assert loaded.population is not None and loaded.config.personal_weight == 0.5
+    assert torch.allclose(loaded.predict_proba(loaded.user_posterior("u1"), p, a, b)[0], mid, atol=1e-5)
 
 
 def test_it_skips_the_guard_with_too_few_users():
