@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         models = run(split, args.kinds.split(","), fit_cfg, args.seed)
         results.append({"key": key, "population": key, "info": split.info, "models": models})
         print(f"[{key}] done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        # The tables so far, on stderr: a long run that is stopped early still leaves its figures.
+        print(markdown(results, cfg, fit_cfg, "(partial)", args.machine, args.date), file=sys.stderr)
     command = quoted_command("benchmarks/personalization_realistic_bench.py",
                              argv if argv is not None else sys.argv[1:])
     text = markdown(results, cfg, fit_cfg, command, args.machine, args.date)
