@@ -54,14 +54,16 @@ def publish(text: str, *, section: str, write: str | None, json_path: str | None
         write_section(Path(write), section, text)
 
 
-def targets_table(rows: Sequence[tuple[str, str, float, float, float]], vs_bt: str) -> list[str]:
+def targets_table(rows: Sequence[tuple[str, str, float, float, float]], vs_bt: str,
+                  seen_target: float = 0.94) -> list[str]:
     """Issue 3's verdicts as markdown lines: rows of (population, model, seen rel, new@10 rel, seen
     difference to BT). Personal models must beat BT by 0.01 where tastes differ and lose at most 0.005
-    on the homogeneous population."""
-    lines = [f"| population | model | seen ≥ 0.95 | new@10 ≥ 0.90 | vs BT ({vs_bt}) |", "|---|---|---|---|---|"]
+    on the homogeneous population. The seen target is 0.94 of Bayes-optimal since issue 11 (was 0.95)."""
+    lines = [f"| population | model | seen ≥ {seen_target:.2f} | new@10 ≥ 0.90 | vs BT ({vs_bt}) |",
+             "|---|---|---|---|---|"]
     for population, kind, seen, new10, diff in rows:
         ok_bt = diff > 0.01 if population != "homogeneous" else diff > -0.005
-        lines.append(f"| {population} | {kind} | {_mark(seen >= 0.95)} {seen:.3f} | {_mark(new10 >= 0.90)} "
+        lines.append(f"| {population} | {kind} | {_mark(seen >= seen_target)} {seen:.3f} | {_mark(new10 >= 0.90)} "
                      f"{new10:.3f} | {_mark(ok_bt)} {diff:+.3f} |")
     return lines
 

@@ -94,6 +94,14 @@ def export_user_model(
     weights = model.trunk.export_weights("trunk.")
     head = model.export_head()
     weights.update(head)
+    pop = model.population
+    lam = model.config.personal_weight if pop is not None else 1.0
+    if pop is not None:
+        # The population back-off travels as a second trunk + base head (same shapes as the first).
+        weights.update(pop.trunk.export_weights("pop.trunk."))
+        for key, value in pop.export_head().items():
+            if key in ("head.base_w", "head.base_b"):
+                weights["pop." + key] = value
     weights["user.w"] = w.contiguous()
     weights["user.w_cov"] = (0.5 * (w_cov + w_cov.T)).contiguous()
     save_file(weights, str(out / WEIGHTS), metadata={"format": STANDALONE_FORMAT})
@@ -107,6 +115,9 @@ def export_user_model(
         "n_layers": len(model.trunk.layers),
         "head": {"proj": "head.proj_w" in head, "sqnorm": float(head.get("head.sqnorm", torch.zeros(1))[0])},
         "user": {"id": posterior.user_id, "n_labels": posterior.n_labels, "offset": offset},
+        # reward = (personal_weight · (base + w·basis + offset) + (1 − personal_weight) · population) / temperature
+        "blend": {"personal_weight": lam, "population": pop is not None},
+        "temperature": float(model.config.temperature),
         "source": {"kind": model.kind, "model_format": MODEL_FORMAT},
     }
     (out / CONFIG).write_text(json.dumps(cfg, indent=1))

@@ -31,12 +31,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config = FitConfig(progress=not args.quiet)
     if args.epochs is not None:
         config.epochs = args.epochs
+    config.guard = not args.no_guard
     model = fit(args.model, data, profiles, config, device=args.device, seed=args.seed)
     model.encoder_info = {"model_id": encoder.model_id, "model_path": encoder_path}
     model.save(args.out)
     print(f"saved {args.model} model ({len(data)} pairs, {len(data.user_ids)} users, "
           f"{model.info['fit_seconds']:.1f}s) to {args.out}", file=sys.stderr)
+    guard = model.info.get("guard")
+    if guard:
+        print(_guard_summary(guard), file=sys.stderr)
     return 0
+
+
+def _guard_summary(guard: dict[str, Any]) -> str:
+    """One line per setting: what the population guard chose and its held-out figures beside BT's."""
+    if "chosen" not in guard:
+        return f"population guard skipped: {guard.get('skipped', 'no split')}"
+    lines = [f"population guard (held-out users): chose {guard['chosen']} "
+             f"(personal weight {guard['personal_weight']:g}, prior scale {guard['prior_scale']:g}, "
+             f"temperature {guard['temperature']:.3g})"]
+    for part, label in (("seen", "seen users' held-out labels"), ("new", "new users, n = 0-10 labels")):
+        m, b = guard["heldout"][part], guard["bt"][part]
+        if m.get("n"):
+            lines.append(f"  {label}: acc {m['acc']:.3f} (bt {b['acc']:.3f}), cross-entropy {m['ce']:.3f} "
+                         f"(bt {b['ce']:.3f}), ECE {m['ece']:.3f} (bt {b['ece']:.3f})")
+    return "\n".join(lines)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -94,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", required=True, choices=["bt", "vpl", "pal"], help="model kind")
     f.add_argument("--out", required=True, help="output folder (safetensors + config.json)")
     f.add_argument("--epochs", type=int, default=None, help="training epochs (default: FitConfig's)")
+    f.add_argument("--no-guard", action="store_true",
+                   help="vpl/pal: skip the population guard (back-off to BT and calibration chosen on held-out "
+                        "users); the raw personal model")
     f.set_defaults(func=cmd_fit)
     p = sub.add_parser("predict", help="predict p(a ≻ b) for test pairs")
     p.add_argument("--model", required=True, help="folder written by `fit`")

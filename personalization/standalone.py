@@ -75,17 +75,23 @@ class PersonalRewardModel:
             raise ValueError(f"encoder mismatch: the model was trained on {want!r} but {got!r} was loaded")
 
     # ---- embeddings → reward ---------------------------------------------------------------------
-    def _trunk(self, p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def _trunk(self, p: torch.Tensor, r: torch.Tensor, prefix: str = "trunk.") -> torch.Tensor:
         w = self.weights
-        h = F.linear(r, w["trunk.first.w_r"], w["trunk.first.bias"])
-        if "trunk.first.w_p" in w:
-            h = h + F.linear(p, w["trunk.first.w_p"])
-        if "trunk.first.w_x" in w:
-            h = h + F.linear(p * r, w["trunk.first.w_x"])
+        h = F.linear(r, w[f"{prefix}first.w_r"], w[f"{prefix}first.bias"])
+        if f"{prefix}first.w_p" in w:
+            h = h + F.linear(p, w[f"{prefix}first.w_p"])
+        if f"{prefix}first.w_x" in w:
+            h = h + F.linear(p * r, w[f"{prefix}first.w_x"])
         h = F.silu(h)
         for i in range(int(self.config["n_layers"])):
-            h = F.silu(F.linear(h, w[f"trunk.layers.{i}.weight"], w[f"trunk.layers.{i}.bias"]))
+            h = F.silu(F.linear(h, w[f"{prefix}layers.{i}.weight"], w[f"{prefix}layers.{i}.bias"]))
         return h
+
+    def _blend(self) -> tuple[float, float]:
+        """(weight of the personal reward, temperature); exports without a population back-off: (1, τ)."""
+        blend = self.config.get("blend") or {}
+        lam = float(blend.get("personal_weight", 1.0)) if blend.get("population") else 1.0
+        return lam, float(self.config.get("temperature", 1.0))
 
     def _base_basis(self, p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.weights
@@ -94,7 +100,12 @@ class PersonalRewardModel:
             f = F.linear(f, w["head.proj_w"], w["head.proj_b"])
         base = f @ w["head.base_w"] + w["head.base_b"] + float(self.config["head"]["sqnorm"]) * (f * f).sum(-1)
         basis = F.linear(f, w["head.basis_w"], w["head.basis_b"])
-        return base, basis
+        lam, tau = self._blend()
+        if "pop.head.base_w" in w and lam < 1.0:
+            # The population back-off (the guard's blend): r = λ·personal + (1 − λ)·population.
+            pop = self._trunk(p, r, "pop.trunk.") @ w["pop.head.base_w"] + w["pop.head.base_b"]
+            base, basis = lam * base + (1.0 - lam) * pop, lam * basis
+        return base / tau, basis / tau
 
     @torch.no_grad()
     def reward_embeddings(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
@@ -102,7 +113,8 @@ class PersonalRewardModel:
         p, r = prompt.float(), response.float()
         p = p.reshape(1, -1).expand(r.shape[0], -1) if p.dim() == 1 else p
         base, basis = self._base_basis(p, r)
-        return base + basis @ self.weights["user.w"] + float(self.config["user"]["offset"])
+        lam, tau = self._blend()
+        return base + basis @ self.weights["user.w"] + lam * float(self.config["user"]["offset"]) / tau
 
     @torch.no_grad()
     def prefer_embeddings(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

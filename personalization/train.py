@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -103,6 +103,11 @@ class FitConfig:
     profile_dropout: float = 0.2  # probability a training user's profile is hidden (learns the no-profile prior)
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # tqdm progress bar over epochs
+    guard: bool = True  # VPL/PAL: choose the back-off to a population BT (blend weight, prior scale, mixture,
+    # temperature) on held-out users' held-out labels (guard.py); False = the raw personal model
+    guard_user_fraction: float = 0.25  # guard: share of users held out entirely (the new-user setting)
+    guard_label_fraction: float = 0.25  # guard: share of each other user's labels held out (the seen setting)
+    guard_min_users: int = 4  # guard: fewer users with 4+ labels than this = no split, the raw personal model
     cpu_threads: int | None = 1  # torch threads while training on CPU (1 is fastest for these small nets:
     # small kernels otherwise pay thread-pool barriers, badly on busy machines); None keeps torch's setting
 
@@ -200,9 +205,38 @@ def fit(
     if dev.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
+        if kind != "bt" and config.guard:
+            return _fit_guarded(kind, data, profiles, config, dev, seed)
         return _fit(kind, data, profiles, config, dev, seed)
     finally:
         torch.set_num_threads(threads)
+
+
+def _fit_guarded(
+    kind: str,
+    data: PreferenceData,
+    profiles: Mapping[str, Mapping[str, Any]] | None,
+    config: FitConfig,
+    dev: torch.device,
+    seed: int,
+) -> RewardModel:
+    """The personal model with the population guard (guard.py): candidates scored out-of-fold over
+    users, then the final model fitted on all data with the winner applied."""
+    from .guard import apply_choice, select
+
+    t0 = time.perf_counter()
+    record = select(kind, data, profiles, config, lambda k, d, p, c, s: _fit(k, d, p, c, dev, s), seed)
+    sub = replace(config, guard=False)
+    model = _fit(kind, data, profiles, sub, dev, seed)
+    choice = record.pop("choice")
+    if choice is not None:
+        population = _fit("bt", data, None, sub, dev, seed) if choice.personal_weight < 1.0 else None
+        _enc, feats, has_profile, _missing = _profile_matrix(data.user_ids, profiles)
+        apply_choice(model, population, choice, data, feats if model.prior_net is not None else None, has_profile)
+    model.info["guard"] = record
+    model.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    model.info["fit_config"] = {k: v for k, v in vars(config).items()}
+    return model
 
 
 def _fit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from feedback.models import Annotator, Judgment, Study
 from feedback.profile_schema import group_value, groupable_fields
 from feedback.realtime import annotator_group, send_event, study_group
 from personalization import Posterior, load_model
+from personalization.guard import label_metrics
 from training.embeddings import ensure_vectors, get_encoder, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
 
@@ -285,6 +287,54 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
     return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
 
 
+def _fit_population(batch: JudgmentBatch, seed: int):
+    """The population Bradley–Terry model on the same training slice (the guard's baseline)."""
+    from personalization import FitConfig, PreferenceData, fit
+
+    user_ids = [str(a) for a in dict.fromkeys(batch.annotator_ids)]
+    index = {u: i for i, u in enumerate(user_ids)}
+    data = PreferenceData(torch.tensor([index[str(a)] for a in batch.annotator_ids], dtype=torch.long),
+                          batch.prompt, batch.chosen, batch.rejected, user_ids)
+    config = FitConfig(progress=False)
+    if getattr(settings, "CHORUS_FIT_EPOCHS", 0):
+        config.epochs = settings.CHORUS_FIT_EPOCHS
+    return fit("bt", data, config=config, seed=seed)
+
+
+def _population_guard(model, train: JudgmentBatch, held: JudgmentBatch, profiles: dict[int, dict[str, Any]],
+                      metrics: dict[str, Any], *, seed: int):
+    """A personal model that predicts the held-out judgments worse than a population BT trained on the
+    same slice falls back to it for every annotator (the model then predicts exactly like BT; its
+    posteriors stay, so it can be re-enabled by the next retrain). "Worse" = higher cross-entropy by more
+    than one standard error of the paired per-judgment difference, or lower accuracy by more than that.
+    The decision and both models' held-out figures go to ``metrics["population_guard"]``."""
+    bt = _fit_population(train, seed=seed)
+    bt_metrics = _evaluate(bt, train, held, profiles)
+    p_pers, p_bt = metrics["_p"].clamp(1e-6, 1 - 1e-6), bt_metrics["_p"].clamp(1e-6, 1 - 1e-6)
+    diff = torch.log(p_bt) - torch.log(p_pers)  # > 0 where the personal model is worse
+    se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
+    acc_diff = (p_bt > 0.5).float() - (p_pers > 0.5).float()
+    acc_se = float(acc_diff.std() / math.sqrt(acc_diff.numel())) if acc_diff.numel() > 1 else 0.0
+    worse = float(diff.mean()) > se or float(acc_diff.mean()) > acc_se
+    record = {
+        "population": {"accuracy": bt_metrics["accuracy"], "cross_entropy": bt_metrics["cross_entropy"],
+                       "ece": bt_metrics["ece"]},
+        "personal": {"accuracy": metrics["accuracy"], "cross_entropy": metrics["cross_entropy"], "ece": metrics["ece"]},
+        "fallback": worse,
+    }
+    if worse:
+        log.info("personal model worse than the population BT on held-out judgments: falling back %s", record)
+        model.attach_population(bt, 0.0)
+        model.config.temperature = 1.0
+        model.info["population_fallback"] = True
+        fallback = _evaluate(model, train, held, profiles)
+        for key in ("accuracy", "cross_entropy", "ece", "groups"):
+            metrics[key] = fallback[key]
+        metrics["_p"] = fallback["_p"]
+    metrics["population_guard"] = record
+    return model
+
+
 def _evaluate(
     model, train: JudgmentBatch, heldout: JudgmentBatch, profiles: dict[int, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -297,6 +347,8 @@ def _evaluate(
     population = model.prior(None)
     correct_pop = np.zeros(len(heldout.ids), dtype=bool)
     correct_pers = np.zeros(len(heldout.ids), dtype=bool)
+    p_pers = torch.zeros(len(heldout.ids))  # p(chosen ≻ rejected) of each held-out judgment
+    p_pop = torch.zeros(len(heldout.ids))
     rows_by_user: dict[int, list[int]] = {}
     for i, a in enumerate(heldout.annotator_ids):
         rows_by_user.setdefault(a, []).append(i)
@@ -306,13 +358,21 @@ def _evaluate(
         ctx_idx = by_user.get(a, [])
         ctx = (train.prompt[ctx_idx], train.chosen[ctx_idx], train.rejected[ctx_idx]) if ctx_idx else None
         post = model.posterior(ctx, profile=profiles.get(a) or None)
-        correct_pers[rows] = (model.predict_proba(post, p, c, r)[0] > 0.5).numpy()
-        correct_pop[rows] = (model.predict_proba(population, p, c, r)[0] > 0.5).numpy()
+        p_pers[idx] = model.predict_proba(post, p, c, r)[0]
+        p_pop[idx] = model.predict_proba(population, p, c, r)[0]
+        correct_pers[rows] = (p_pers[idx] > 0.5).numpy()
+        correct_pop[rows] = (p_pop[idx] > 0.5).numpy()
+    pers, pop = label_metrics(p_pers), label_metrics(p_pop)
     metrics: dict[str, Any] = {
         "n_heldout": len(heldout.ids),
         "accuracy": float(correct_pers.mean()),
         "accuracy_population": float(correct_pop.mean()),
+        "cross_entropy": pers["ce"],
+        "cross_entropy_population": pop["ce"],
+        "ece": pers["ece"],
+        "ece_population": pop["ece"],
         "groups": {},
+        "_p": p_pers,  # per-judgment predictions for the population guard (dropped before saving)
     }
     for field in groupable_fields():
         groups: dict[str, dict[str, Any]] = {}
@@ -347,6 +407,17 @@ def _train_and_evaluate(version: ModelVersion) -> None:
     fit_seconds = time.perf_counter() - started
     _heartbeat(version.pk)
     metrics = _evaluate(model, train, held, profiles)
+    if version.kind != "bt" and metrics.get("n_heldout"):
+        with _heartbeat_while(version.pk):
+            model = _population_guard(model, train, held, profiles, metrics, seed=version.pk)
+    metrics.pop("_p", None)
+    fit_guard = model.info.get("guard") or {}
+    if fit_guard:
+        # What the fit's own guard chose on held-out users (personalization/guard.py), without the
+        # candidate list: the model files keep that.
+        metrics["fit_guard"] = {k: fit_guard[k] for k in ("chosen", "skipped", "personal_weight", "prior_scale",
+                                                            "mixture", "temperature", "margin_vs_bt", "heldout",
+                                                            "bt") if k in fit_guard}
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["n_train"] = len(train_rows)
     # How many user types the prior over the latent has (1: a single Gaussian), for logs and the registry.

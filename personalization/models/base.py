@@ -72,6 +72,12 @@ class ModelConfig:
     laplace_iters: int = 20  # Newton iterations for posteriors from a context
     mixture_max_k: int = 6  # most user types in the mixture prior over θ fitted after training (K chosen on
     # held-out users; K = 1 keeps the single Gaussian prior); 0 or 1 = no mixture
+    has_population: bool = False  # a population Bradley–Terry model rides along (guard.py): the reward is
+    # personal_weight · (own reward) + (1 − personal_weight) · (population reward)
+    personal_weight: float = 1.0  # weight of the personal part (0 = predicts exactly like the population BT);
+    # chosen out-of-fold on held-out users by the population guard
+    temperature: float = 1.0  # divides every predicted logit (mean and spread): calibration fitted on
+    # held-out labels; posteriors are fitted on untempered logits
 
 
 class RewardModel(nn.Module):
@@ -131,6 +137,12 @@ class RewardModel(nn.Module):
         self.register_buffer("mix_means", torch.zeros(0, latent))
         self.register_buffer("mix_cov", torch.zeros(latent, latent))
         self.register_buffer("mix_profile_w", torch.zeros(config.profile_dim, 0))
+        # The population model the personal reward backs off to (guard.py); None = no back-off.
+        self.population: RewardModel | None = None
+        if config.has_population and config.kind != "bt":
+            from . import build_model
+
+            self.population = build_model(population_config(config))
 
     # ---- what subclasses define -------------------------------------------------------------------
     def basis(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +192,25 @@ class RewardModel(nn.Module):
         h_a, h_b = self.trunk.forward_pair(p, a, b)
         b_a, g_a = self.basis(h_a)
         b_b, g_b = self.basis(h_b)
-        return b_a - b_b, g_a - g_b
+        db, dg = b_a - b_b, g_a - g_b
+        if self.population is not None:
+            # Back-off to the population: the blend stays affine in link(θ), so all inference is unchanged.
+            lam = self.config.personal_weight
+            pop_db, _ = self.population.raw_deltas(p, a, b)
+            db, dg = lam * db + (1.0 - lam) * pop_db, lam * dg
+        return db, dg
+
+    def attach_population(self, population: RewardModel, personal_weight: float) -> None:
+        """Back the personal reward off to ``population`` (a BT model on the same embeddings)."""
+        from . import build_model
+
+        # A fresh BT holding only the network: the population's own users and reference set stay behind.
+        fresh = build_model(population_config(self.config))
+        fresh.trunk.load_state_dict(population.trunk.state_dict())
+        fresh.get_submodule("base_head").load_state_dict(population.get_submodule("base_head").state_dict())
+        self.config.has_population = True
+        self.config.personal_weight = float(personal_weight)
+        self.population = fresh.to(self.device).eval()
 
     def deltas(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Δb (n,) and Δg (n, L) of r(a) − r(b), in float32 on the CPU."""
@@ -349,7 +379,9 @@ class RewardModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the logit r(a) − r(b) under the posterior, two (n,) tensors."""
         d = self._pair_deltas(prompt, a, b)
-        return logit_moments(post, d.db, d.dg, self.link)
+        m, s2 = logit_moments(post, d.db, d.dg, self.link)
+        t = self.config.temperature
+        return (m, s2) if t == 1.0 else (m / t, s2 / (t * t))
 
     def predict_proba(
         self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
@@ -375,7 +407,7 @@ class RewardModel(nn.Module):
         with few_threads(self.device.type == "cpu"):
             d = self._pair_deltas(prompt, a, b)
             theta = post.sample(n_samples, generator)
-            return torch.sigmoid(d.db.unsqueeze(0) + link_fn(self.link, theta) @ d.dg.T)
+            return torch.sigmoid((d.db.unsqueeze(0) + link_fn(self.link, theta) @ d.dg.T) / self.config.temperature)
 
     def info_gain(
         self, post: Posterior, prompt: Any, a: torch.Tensor | None = None, b: torch.Tensor | None = None
@@ -404,19 +436,74 @@ class RewardModel(nn.Module):
         """
         p, r = self._batch(prompt, response)
         w = link_fn(self.link, post.mean.to(self.device))
-        base, g = self.basis(self.trunk(p, r))
-        raw = base + g @ w + self.reward_offset(w)
+        raw = self._reward_raw(p, r, w)
         scaled = self.config.reward_scaling if scaled is None else scaled
         if not scaled or self.reference_response.shape[0] == 0:
             return raw.float().cpu()
         refs = self.reference_response
         n, k = p.shape[0], refs.shape[0]
         pp = p.unsqueeze(1).expand(n, k, -1).reshape(n * k, -1)
-        rb, rg = self.basis(self.trunk(pp, refs.repeat(n, 1)))
-        ref_raw = (rb + rg @ w + self.reward_offset(w)).reshape(n, k)
+        ref_raw = self._reward_raw(pp, refs.repeat(n, 1), w).reshape(n, k)
         return torch.sigmoid(raw.unsqueeze(1) - ref_raw).mean(1).float().cpu()
 
+    def _reward_raw(self, p: torch.Tensor, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Reward (n,) at weights w = link(θ), blended with the population and tempered like predictions,
+        so that σ(r(a) − r(b)) is the prediction at the posterior mean."""
+        base, g = self.basis(self.trunk(p, r))
+        raw = base + g @ w + self.reward_offset(w)
+        if self.population is not None:
+            lam = self.config.personal_weight
+            pop_base, _ = self.population.basis(self.population.trunk(p, r))
+            raw = lam * raw + (1.0 - lam) * pop_base
+        return raw / self.config.temperature
+
     # ---- fitting seen users ------------------------------------------------------------------------
+    def _padded_labels(self, user: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
+                       rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every training user's label deltas in rows: Δb (U, P), Δg (U, P, L) and a mask (U, P)."""
+        n_users, latent = len(self.user_ids), self.latent_dim
+        db, dg = self._deltas_chunked(prompt, chosen, rejected)
+        order = torch.argsort(user.cpu(), stable=True)
+        counts = torch.bincount(user.cpu(), minlength=n_users)
+        width = max(int(counts.max()) if counts.numel() else 1, 1)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(order)) - starts[user.cpu()[order]]
+        pad_db, pad_dg, mask = torch.zeros(n_users, width), torch.zeros(n_users, width, latent), torch.zeros(n_users, width)
+        uo = user.cpu()[order]
+        pad_db[uo, slot] = db[order]
+        pad_dg[uo, slot] = dg[order]
+        mask[uo, slot] = 1.0
+        return pad_db, pad_dg, mask
+
+    @torch.no_grad()
+    def refit_seen_posteriors(self, user: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
+                              rejected: torch.Tensor, profile_feats: torch.Tensor | None,
+                              has_profile: torch.Tensor) -> None:
+        """Seen users' posteriors again under the CURRENT prior (no empirical-Bayes step): after the guard
+        changed the prior's scale, the mixture choice or the population blend."""
+        if self.latent_dim == 0:
+            return
+        was_training = self.training
+        self.eval()
+        n_users, latent = len(self.user_ids), self.latent_dim
+        pad_db, pad_dg, mask = self._padded_labels(user, prompt, chosen, rejected)
+        feats = profile_feats if self.prior_net is not None else None
+        has = has_profile.cpu() & torch.tensor(self.prior_net is not None)
+        active = mask.sum(1) > 0
+        if self.has_mixture:
+            log_w = self._mixture_user_log_weights(n_users, feats, has)
+            mean, cov = self._mixture_batch_posterior(pad_db, pad_dg, mask, log_w)
+        else:
+            mu = self.prior_mean(feats).float().cpu().expand(n_users, latent)
+            no_prof = self.prior_mean(self.profile_features([None]) if self.prior_net is not None else None)
+            mu0 = torch.where(has.unsqueeze(1), mu, no_prof.float().cpu().expand(n_users, latent))
+            var = torch.where(has.unsqueeze(1), self.prior_var_profile.cpu(), self.prior_var_population.cpu())
+            mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mu0.clone())
+        keep = active.unsqueeze(1)
+        self.user_mean = torch.where(keep, mean, self.user_mean.cpu()).to(self.user_mean.device)
+        self.user_cov = torch.where(keep.unsqueeze(2), cov, self.user_cov.cpu()).to(self.user_cov.device)
+        self.train(was_training)
+
     @torch.no_grad()
     def fit_user_posteriors(
         self,
@@ -688,6 +775,12 @@ class RewardModel(nn.Module):
         from ..artifacts import save_model
 
         save_model(self, path)
+
+
+def population_config(config: ModelConfig) -> ModelConfig:
+    """The config of the population BT that rides along with a personal model of ``config``."""
+    return ModelConfig(kind="bt", dim=config.dim, hidden=list(config.hidden), features=config.features,
+                       dropout=config.dropout, latent_dim=0, n_reference=0)
 
 
 def _stack_context(context: Context | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -52,6 +52,14 @@ def test_it_fits_and_predicts_end_to_end(tmp_path, tiny_encoder_dir):
                    "--seed", "1", "--quiet", fresh=fresh)
         assert res.returncode == 0, res.stderr
         assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+        meta = json.loads((out / "config.json").read_text())
+        if kind != "bt":  # the population guard's choice and held-out figures are saved with the model
+            guard = meta["info"]["guard"]
+            assert guard["chosen"] in [c["name"] for c in guard["candidates"]]
+            assert {"acc", "ce", "ece"} <= set(guard["heldout"]["seen"])
+            assert abs(meta["config"]["temperature"] - guard["temperature"]) < 1e-3
+        if fresh:
+            assert "population guard (held-out users): chose" in res.stderr and "ECE" in res.stderr
         res = _run("predict", "--model", str(out), "--pairs", str(tmp_path / "test.jsonl"),
                    "--context", str(tmp_path / "context.jsonl"), "--profiles", str(tmp_path / "profiles.jsonl"),
                    "--out", str(tmp_path / f"{kind}.jsonl"), "--quiet", fresh=fresh)

@@ -67,9 +67,11 @@ def test_it_approximates_the_evidence_of_labels_like_quadrature():
 
 @pytest.fixture(scope="module")
 def typed_model():
-    """VPL on two opposed types with profiles that say which: the users cluster, so a mixture is fitted."""
+    """VPL on two opposed types with profiles that say which: the users cluster, so a mixture is fitted.
+    The population guard is off: these tests are about the mixture prior itself (the guard may prefer the
+    profile network's Gaussian prior here, which says the type just as well; tests/personalization/test_guard.py)."""
     data, profiles, direction, types = make_data(n_users=40, per_user=30, seed=3)
-    model = fit("vpl", data, profiles, small_config(epochs=40, latent_dim=2), seed=0)
+    model = fit("vpl", data, profiles, small_config(epochs=40, latent_dim=2, guard=False), seed=0)
     return model, data, profiles, direction, types
 
 

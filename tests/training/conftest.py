@@ -40,12 +40,14 @@ def likes_long(annotator_index: int) -> bool:
     return annotator_index % 2 == 0
 
 
-def label_all(study, n_annotators: int = 6, per_annotator: int = 20, seed: int = 0):
-    """Simulated annotators with opposite tastes label through the real services."""
+def label_all(study, n_annotators: int = 6, per_annotator: int = 20, seed: int = 0, taste=None):
+    """Simulated annotators with opposite tastes label through the real services (``taste(k)``: does
+    annotator k like long answers; default ``likes_long``, alternating)."""
+    taste = taste or likes_long
     rng = random.Random(seed)
     annotators = []
     for k in range(n_annotators):
-        gender = "female" if likes_long(k) else "male"
+        gender = "female" if taste(k) else "male"
         ann = AnnotatorFactory(study=study, profile={"gender": gender})
         annotators.append(ann)
         keys = itertools.count()
@@ -55,7 +57,7 @@ def label_all(study, n_annotators: int = 6, per_annotator: int = 20, seed: int =
                 break
             a, b = asg.pair.candidate_a, asg.pair.candidate_b
             a_long = len(a.text) > len(b.text)
-            choice = "a" if a_long == likes_long(k) else "b"
+            choice = "a" if a_long == taste(k) else "b"
             services.judgment_create(annotator=ann, pair=asg.pair, choice=choice, client_key=f"k{next(keys)}")
     return annotators
 

@@ -29,15 +29,53 @@ def test_it_trains_activates_and_personalizes(style_study):
     # activation refreshed every annotator's posterior under the new version
     states = AnnotatorPosterior.objects.filter(model_version=version)
     assert states.count() == len(annotators)
-    # the personalized prediction follows each annotator's own taste
+    # the personalized prediction follows each annotator's own taste, on a pair whose lengths differ (the
+    # detailed answer against another), in both orientations: checked for every annotator, no skipping
+    pair = next(p for p in style_study.pairs.select_related("candidate_a", "candidate_b")
+                if "detailed" in p.candidate_a.text + p.candidate_b.text)
+    for a, b in ((pair.candidate_a, pair.candidate_b), (pair.candidate_b, pair.candidate_a)):
+        a_long = len(a.text) > len(b.text)
+        assert len(a.text) != len(b.text)
+        for k, ann in enumerate(annotators):
+            out = services.predict_for_annotator(annotator=ann, candidate_a=a, candidate_b=b)
+            assert (out["p_a"] > 0.5) == (a_long == likes_long(k)), (k, out, version.metrics.get("population_guard"))
+    # held-out cross-entropy and calibration next to accuracy, and the population guard's record
+    for key in ("cross_entropy", "cross_entropy_population", "ece", "ece_population"):
+        assert isinstance(version.metrics[key], float)
+    guard = version.metrics["population_guard"]
+    assert guard["fallback"] is False
+    assert version.metrics["accuracy"] >= guard["population"]["accuracy"]
+    assert "chosen" in version.metrics["fit_guard"] or "skipped" in version.metrics["fit_guard"]
+
+
+@pytest.mark.django_db
+def test_it_falls_back_to_the_population_when_the_personal_model_is_worse(style_study, monkeypatch):
+    """A personal model worse than BT on the held-out judgments is not served as is: every annotator's
+    prediction falls back to the population BT, and metrics say so. The bad model here: the personal model
+    backed off completely to a BT trained on flipped labels (the posteriors cannot rescue it)."""
+    annotators = label_all(style_study, n_annotators=6, per_annotator=20, taste=lambda k: True)  # one shared taste
+    real_fit = services._fit
+
+    def flipped_fit(kind, batch, profiles, seed):
+        wrong = services.JudgmentBatch(**{**batch.__dict__, "chosen": batch.rejected, "rejected": batch.chosen})
+        model = real_fit(kind, batch, profiles, seed)
+        model.attach_population(services._fit_population(wrong, seed=seed), 0.0)
+        return model
+
+    monkeypatch.setattr(services, "_fit", flipped_fit)
+    version = services.model_version_request(study=style_study)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.ACTIVE, version.error
+    guard = version.metrics["population_guard"]
+    assert guard["fallback"] is True, version.metrics
+    assert guard["personal"]["accuracy"] < guard["population"]["accuracy"]
+    assert version.metrics["accuracy"] == pytest.approx(guard["population"]["accuracy"])
+    model = services.load_version_model(version)
+    assert model.config.personal_weight == 0.0 and model.population is not None
     pair = style_study.pairs.select_related("candidate_a", "candidate_b").first()
-    a, b = pair.candidate_a, pair.candidate_b
-    a_long = len(a.text) > len(b.text)
-    for k, ann in enumerate(annotators):
-        out = services.predict_for_annotator(annotator=ann, candidate_a=a, candidate_b=b)
-        prefers_a = out["p_a"] > 0.5
-        if a_long != (len(a.text) == len(b.text)):
-            assert prefers_a == (a_long == likes_long(k)), (k, out)
+    bt_p = [services.predict_for_annotator(annotator=ann, candidate_a=pair.candidate_a,
+                                           candidate_b=pair.candidate_b)["p_a"] for ann in annotators]
+    assert max(bt_p) - min(bt_p) < 1e-5  # one population prediction for everybody
 
 
 @pytest.mark.django_db
