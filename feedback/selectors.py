@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from feedback.models import Annotator, Assignment, Judgment, Pair, Study
+from feedback.models import Annotator, Assignment, Judgment, Pair, Prompt, Study
 
 
 def study_list_for_user(user) -> QuerySet[Study]:
@@ -90,6 +90,17 @@ def study_is_full(study: Study) -> bool:
     (services._release_stale_assignments), so a worker who abandoned the task does not fill the study.
     """
     target = study.overlap_target
+    if study.is_conversation():
+        # Participants bring their own prompts and the models answer live: there is no pool to run out of.
+        return False
+    if study.is_ratings():
+        # Full when no prompt with 3+ responses has a free rating slot (feedback.conversations.rating_task_next).
+        return not (
+            Prompt.objects.filter(study=study)
+            .annotate(n_candidates=Count("candidates", distinct=True), n_tasks=Count("rating_tasks", distinct=True))
+            .filter(n_candidates__gte=3, n_tasks__lt=target)
+            .exists()
+        )
     if Pair.objects.filter(study=study, n_assigned__lt=target).exists():
         return False
     if not Pair.objects.filter(study=study).exists():

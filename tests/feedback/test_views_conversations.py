@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feedback import conversations as conv
-from feedback import services
+from feedback import selectors, services
 from feedback.models import Candidate, ConversationTurn, Judgment, ModelEndpoint, Prompt
 from tests.factories import AnnotatorFactory, ResearcherFactory, StudyFactory, make_study_with_pairs
 from tests.feedback.llm_fakes import fake_server
@@ -390,3 +390,18 @@ def test_the_rate_page_needs_the_study_annotator(client, ratings_study, other_an
     assert client.get(f"/s/{ratings_study.slug}/rate").status_code == 404
     client.force_login(talker.user)  # an annotator of a conversation study goes to their own step
     assert client.get(f"/s/{talk_study.slug}/rate").url == f"/s/{talk_study.slug}/talk"
+
+
+def test_a_conversation_study_without_pairs_is_never_full_and_lets_workers_join(client, talk_study):
+    # Capacity is a pool of imported pairs; a conversation study makes its pairs live, so it has none.
+    assert not selectors.study_is_full(talk_study)
+    page = client.get(f"/s/{talk_study.slug}/join")
+    assert page.status_code == 200 and "This study is full" not in page.content.decode()
+
+
+def test_a_ratings_study_is_full_once_every_prompt_has_its_raters(client, ratings_study):
+    assert not selectors.study_is_full(ratings_study)
+    first = AnnotatorFactory(study=ratings_study)
+    assert conv.rating_task_next(annotator=first) is not None  # the only prompt's only slot (overlap 1)
+    assert selectors.study_is_full(ratings_study)
+    assert "This study is full" in client.get(f"/s/{ratings_study.slug}/join").content.decode()
