@@ -387,4 +387,4 @@ def test_a_retrain_requested_while_the_broker_is_down_is_sent_by_the_sweep(train
                 return False
         return True
 
-    wait_for(caught_up, timeout=45, what="every annotator's posterior to catch up")
+    wait_for(caught_up, timeout=90, what="every annotator's posterior to catch up")
