@@ -52,8 +52,9 @@ def test_it_runs_a_two_turn_live_conversation(live_server, page, screenshot, slo
     page.get_by_role("button", name="Explain rainbows to a child.").click()
     assert page.locator("textarea[name=message]").input_value() == "Explain rainbows to a child."
     page.get_by_role("button", name="Send").click()
+    # A function, not a bare expression: the page's CSP (no 'unsafe-eval') refuses Playwright's eval of one.
     page.wait_for_function(
-        "document.querySelectorAll('.live-answer[data-state=streaming] .stream-text').length === 4 && "
+        "() => document.querySelectorAll('.live-answer[data-state=streaming] .stream-text').length === 4 && "
         "[...document.querySelectorAll('.live-answer .stream-text')].every(e => e.textContent.length > 0)"
     )
     # Mid-stream: text is there but the answers are not finished yet.
