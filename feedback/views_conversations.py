@@ -18,7 +18,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -73,6 +73,20 @@ def _finished(request: HttpRequest, annotator: Annotator) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
+def _open_conversation(
+    request: HttpRequest, slug: str, *, when_complete: Callable[[Annotator], HttpResponse] | None = None
+) -> tuple[Annotator | None, Conversation | None, HttpResponse | None]:
+    """The annotator and their open conversation, or the response that sends them elsewhere instead (the join
+    page, their current step, or — no conversation left — `when_complete`, by default the finished page)."""
+    annotator, response = _annotator_or_redirect(request, slug)
+    if annotator is None:
+        return None, None, response
+    conversation = conv.conversation_open(annotator=annotator)
+    if conversation is None:
+        return annotator, None, (when_complete or (lambda a: _finished(request, a)))(annotator)
+    return annotator, conversation, None
+
+
 def _render_talk(request: HttpRequest, annotator: Annotator, conversation: Conversation, *, error: str = "",
                  message: str = "", status: int = 200) -> HttpResponse:
     study = annotator.study
@@ -109,13 +123,10 @@ def _render_talk(request: HttpRequest, annotator: Annotator, conversation: Conve
 
 @require_http_methods(["GET", "POST"])
 def talk(request: HttpRequest, slug: str) -> HttpResponse:
-    annotator, response = _annotator_or_redirect(request, slug)
-    if annotator is None:
-        assert response is not None
+    annotator, conversation, response = _open_conversation(request, slug)
+    if response is not None:
         return response
-    conversation = conv.conversation_open(annotator=annotator)
-    if conversation is None:
-        return _finished(request, annotator)
+    assert annotator is not None and conversation is not None
     if request.method == "POST":
         # Without JavaScript: generate every answer in full (non-streaming requests), store, redirect.
         message = request.POST.get("message", "")
@@ -232,13 +243,12 @@ def _sync_stream(conversation: Conversation, endpoints: list[ModelEndpoint], mes
 
 @require_POST
 def talk_stream(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
-    annotator, response = _annotator_or_redirect(request, slug)
-    if annotator is None:
-        assert response is not None
+    annotator, conversation, response = _open_conversation(
+        request, slug, when_complete=lambda _: _event_error("This conversation is complete.", status=409)
+    )
+    if response is not None:
         return response
-    conversation = conv.conversation_open(annotator=annotator)
-    if conversation is None:
-        return _event_error("This conversation is complete.", status=409)
+    assert annotator is not None and conversation is not None
     try:
         text = conv.clean_message(request.POST.get("message", ""))
         if conv.pending_turn(conversation) is not None:
@@ -263,13 +273,10 @@ def _event_error(message: str, *, status: int) -> HttpResponse:
 
 @require_POST
 def talk_judge(request: HttpRequest, slug: str) -> HttpResponse:
-    annotator, response = _annotator_or_redirect(request, slug)
-    if annotator is None:
-        assert response is not None
+    annotator, conversation, response = _open_conversation(request, slug)
+    if response is not None:
         return response
-    conversation = conv.conversation_open(annotator=annotator)
-    if conversation is None:
-        return _finished(request, annotator)
+    assert annotator is not None and conversation is not None
     turn = conv.pending_turn(conversation)
     post = request.POST
     client_key = post.get("client_key", "").strip()[:64]
