@@ -50,7 +50,7 @@ def main() -> None:
     from feedback.models import Candidate, Pair, Prompt, Study, text_hash
     from personalization import Posterior
     from tests.factories import AnnotatorFactory
-    from training import selection
+    from training import active_learning
     from training.models import ModelVersion
 
     if args.threads:
@@ -72,17 +72,17 @@ def main() -> None:
         Pair.objects.bulk_create(pairs, batch_size=2000)
         ids = np.asarray(sorted(Pair.objects.filter(study=study).values_list("id", flat=True)), dtype=np.int64)
         gen = torch.Generator().manual_seed(0)
-        pool = selection.PairPool(ids, torch.randn(len(ids), generator=gen),
+        pool = active_learning.PairPool(ids, torch.randn(len(ids), generator=gen),
                                   torch.randn(len(ids), args.latent, generator=gen), "identity")
         # Some pairs are full and some already given to the annotator, as in a running study.
         Pair.objects.filter(pk__in=ids[::10].tolist()).update(n_assigned=3)
         annotator = AnnotatorFactory(study=study)
         post = Posterior(torch.zeros(args.latent), torch.eye(args.latent))
         fake_version = ModelVersion(pk=1, study=study)
-        selection.active_version = lambda study_id: fake_version
-        selection.pair_pool = lambda study_id, version: pool
-        selection.annotator_posterior = lambda annotator, version: post
-        selector = selection.ModelSelector(args.strategy, args.strategy)
+        active_learning.active_version = lambda study_id: fake_version
+        active_learning.pair_pool = lambda study_id, version: pool
+        active_learning.annotator_posterior = lambda annotator, version: post
+        selector = active_learning.ModelSelector(args.strategy, args.strategy)
 
         def timed(fn):
             t = time.perf_counter()
@@ -96,10 +96,10 @@ def main() -> None:
             ms, ranked = timed(lambda: selector.rank(annotator=annotator, limit=20))
             assert len(ranked) == 20
             total.append(ms)
-            ms_q, eligible = timed(lambda: list(selection.eligible_pairs(annotator).values_list("id", flat=True)))
+            ms_q, eligible = timed(lambda: list(active_learning.eligible_pairs(annotator).values_list("id", flat=True)))
             query.append(ms_q)
             positions, _ = pool.positions(eligible)
-            scoring.append(timed(lambda p=positions: selection.score_pairs(pool, p, post, args.strategy))[0])
+            scoring.append(timed(lambda p=positions: active_learning.score_pairs(pool, p, post, args.strategy))[0])
 
         def pct(xs, q):
             return round(statistics.quantiles(xs, n=100)[q - 1], 2)

@@ -16,7 +16,7 @@ SELECTOR_LABELS = {
     "random": "Random (overlap-balanced)",
 }
 # New studies from the UI: active learning, which serves overlap-balanced random pairs until a model is
-# active (training.selection.ModelSelector) — so it is right both before and after the first model.
+# active (training.active_learning.ModelSelector) — so it is right both before and after the first model.
 DEFAULT_SELECTOR = "mixed"
 RETRAIN_HELP = "Empty: the site default ({default}). 0: never automatically (use “Train now”)."
 

@@ -27,7 +27,8 @@ from feedback import selectors
 from feedback.models import Annotator, Study
 from feedback.profile_schema import groupable_fields
 from training import downloads
-from training.views import DEFAULT_GROUP_BY, dashboard_data, zip_response
+from training.downloads import zip_response
+from training.selectors import DEFAULT_GROUP_BY, dashboard_data
 
 _ERRORS = {
     400: OpenApiResponse(description="Invalid request (e.g. an unknown group_by field)"),

@@ -9,7 +9,7 @@ class TrainingConfig(AppConfig):
         from feedback import services
         from feedback.selection import register_selector
         from training import hooks
-        from training.selection import SELECTORS
+        from training.active_learning import SELECTORS
 
         services.judgment_created_hooks.append(hooks.on_judgment_created)
         services.study_imported_hooks.append(hooks.on_study_imported)

@@ -19,7 +19,7 @@ from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, St
 from feedback.profile_schema import PREFER_NOT, STATED_PREFS, group_value, groupable_fields
 from training.embeddings import load_vectors, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
-from training.services import active_version, load_version_model
+from training.selectors import active_version, load_version_model
 
 BOOTSTRAP_ROUNDS = 200
 # Which visible response attribute (Candidate.metadata) reveals each stated preference, where one does.

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 
 from feedback.models import Annotator, Study
 from feedback.profile_schema import group_value, groupable_fields
 from training.models import AnnotatorPosterior, ModelVersion
-from training.services import active_version, annotator_posterior, load_version_model
+from training.selectors import active_version, annotator_posterior, load_version_model
 
 
 class NoModelYet(Exception):
@@ -287,3 +288,11 @@ encoder (a single user turn is embedded as "User: <text>").
 """
     content = _zip_folder(Path(version.artifact_path), root, readme)
     return ModelZip(f"{root}.zip", content)
+
+
+def zip_response(bundle: ModelZip) -> HttpResponse:
+    """The bundle as a download; private and never cached (a model says something about one person)."""
+    response = HttpResponse(bundle.content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -27,10 +27,18 @@ from django.utils import timezone
 from feedback.models import Annotator, Judgment, Study
 from feedback.profile_schema import group_value, groupable_fields
 from feedback.realtime import annotator_group, send_event, study_group
-from personalization import Posterior, load_model
+from personalization import Posterior
 from personalization.guard import label_metrics
 from training.embeddings import ensure_vectors, get_encoder, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
+
+# Reads live in training/selectors.py; the writes below use them, and callers of services.X still find them.
+from training.selectors import (  # noqa: F401
+    active_version,
+    annotator_posterior,
+    load_version_model,
+    predict_for_annotator,
+)
 
 log = logging.getLogger(__name__)
 MODEL_KINDS = ("bt", "vpl", "pal")
@@ -109,22 +117,6 @@ def is_heldout(judgment_id: int, fraction: float) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Model versions
 # ---------------------------------------------------------------------------------------------------
-def active_version(study_id: int) -> ModelVersion | None:
-    return ModelVersion.objects.filter(study_id=study_id, status=ModelVersion.Status.ACTIVE).first()
-
-
-@functools.lru_cache(maxsize=16)
-def _load_cached(path: str, mtime: float):
-    model = load_model(path)
-    model.eval()
-    return model
-
-
-def load_version_model(version: ModelVersion):
-    path = Path(version.artifact_path)
-    return _load_cached(str(path), path.stat().st_mtime)
-
-
 def _count_trainable(study: Study, *, up_to: int) -> int:
     """Non-tie judgments outside the held-out slice, counted up to ``up_to`` (stops reading there)."""
     fraction = settings.CHORUS_HELDOUT_FRACTION
@@ -508,16 +500,6 @@ def retrain_if_due(*, study: Study, force_time: bool = False) -> ModelVersion | 
 # ---------------------------------------------------------------------------------------------------
 # Per-user online posteriors
 # ---------------------------------------------------------------------------------------------------
-def annotator_posterior(annotator: Annotator, version: ModelVersion) -> Posterior:
-    """The annotator's current posterior (stored), or the profile prior if they have none yet."""
-    stored = AnnotatorPosterior.objects.filter(annotator=annotator, model_version=version).first()
-    if stored is not None:
-        return Posterior.from_dict(stored.state)
-    model = load_version_model(version)
-    profile = annotator.profile.data if hasattr(annotator, "profile") else None
-    return model.prior(profile)
-
-
 def posterior_update(*, annotator_id: int) -> AnnotatorPosterior | None:
     """Fold every judgment of the annotator not yet in their posterior into it, in order.
 
@@ -572,26 +554,6 @@ def posterior_update(*, annotator_id: int) -> AnnotatorPosterior | None:
         },
     )
     return state
-
-
-def predict_for_annotator(*, annotator: Annotator, candidate_a, candidate_b) -> dict[str, Any]:
-    version = active_version(annotator.study_id)
-    if version is None:
-        raise LookupError("no trained model for this study yet")
-    if candidate_a.prompt_id != candidate_b.prompt_id:
-        raise ValueError("both candidates must answer the same prompt")
-    model = load_version_model(version)
-    post = annotator_posterior(annotator, version)
-    prompt = candidate_a.prompt
-    pt = prompt_text(prompt)
-    from feedback.models import text_hash
-
-    vecs = ensure_vectors({text_hash(pt): pt, candidate_a.text_hash: candidate_a.text, candidate_b.text_hash: candidate_b.text})
-    p = torch.from_numpy(vecs[text_hash(pt)]).unsqueeze(0)
-    a = torch.from_numpy(vecs[candidate_a.text_hash]).unsqueeze(0)
-    b = torch.from_numpy(vecs[candidate_b.text_hash]).unsqueeze(0)
-    prob, std = model.predict_proba(post, p, a, b)
-    return {"p_a": float(prob[0]), "std": float(std[0]), "model_version": version.pk, "n_labels": post.n_labels}
 
 
 def stale_retry_seconds() -> int:

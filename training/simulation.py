@@ -471,7 +471,7 @@ class _Evaluator:
         self._population: dict[int, np.ndarray] = {}
 
     def p_a(self, annotator: Annotator) -> np.ndarray:
-        from training.services import active_version, annotator_posterior, load_version_model
+        from training.selectors import active_version, annotator_posterior, load_version_model
 
         version = active_version(self.study.pk)
         if version is None:
@@ -481,7 +481,7 @@ class _Evaluator:
         return model.predict_proba(post, self.P, self.A, self.B)[0].numpy()
 
     def population_p_a(self) -> np.ndarray:
-        from training.services import active_version, load_version_model
+        from training.selectors import active_version, load_version_model
 
         version = active_version(self.study.pk)
         if version is None:
@@ -500,7 +500,7 @@ class _Ceiling:
     (its basis Δg cannot express every taste)."""
 
     def __init__(self, study: Study, version: Any, table: PairTable, eval_table: PairTable):
-        from training.selection import pair_pool
+        from training.active_learning import pair_pool
 
         pool = pair_pool(study.pk, version)
         self.link = pool.link
@@ -587,7 +587,8 @@ def _activate(study: Study, version_pk: int) -> None:
 
 def _retrain(study: Study, kind: str | None, log: Callable[[str], None]) -> None:
     from training.models import ModelVersion
-    from training.services import active_version, model_version_request
+    from training.selectors import active_version
+    from training.services import model_version_request
 
     version = model_version_request(study=study, kind=kind)
     version.refresh_from_db()
@@ -614,7 +615,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
     from django.conf import settings
 
     from training.embeddings import embed_study
-    from training.services import active_version
+    from training.selectors import active_version
 
     unknown = set(config.strategies) - set(STRATEGIES)
     if unknown:

@@ -8,15 +8,12 @@ dashboard.js hears a new judgment or model version on the study's websocket.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,18 +22,16 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from feedback import selectors
-from feedback.models import Annotator, Judgment, Profile, Study
+from feedback.models import Annotator, Judgment, Study
 from feedback.profile_schema import FIELDS_BY_NAME, STATED_PREFS, groupable_fields
 from training import downloads
 from training import services as training_services
 from training.broker import broker_down
-from training.dashboard import study_dashboard
+from training.downloads import zip_response
 from training.models import AnnotatorPosterior, ModelVersion
-from training.services import active_version
+from training.selectors import DEFAULT_GROUP_BY, active_version, dashboard_data
 
 log = logging.getLogger(__name__)
-DEFAULT_GROUP_BY = "gender"
-CACHE_SECONDS = 600
 _STATED_LABELS = dict(STATED_PREFS)
 
 
@@ -68,44 +63,6 @@ def field_label(name: str) -> str:
         return f"Stated preference: {code} (low / mid / high)"
     spec = FIELDS_BY_NAME.get(name)
     return spec.label if spec else name
-
-
-def _fingerprint(study: Study) -> tuple:
-    """Changes whenever anything the dashboard shows can have changed (judgments, profiles, models)."""
-    version = active_version(study.pk)
-    judgments = Judgment.objects.filter(pair__study=study).aggregate(n=Count("id"), last=Max("id"))
-    profiles = Profile.objects.filter(annotator__study=study).aggregate(n=Count("id"), last=Max("updated_at"))
-    posteriors = (
-        AnnotatorPosterior.objects.filter(model_version=version).aggregate(n=Count("id"), last=Max("updated_at"))
-        if version
-        else {}
-    )
-    n_annotators = Annotator.objects.filter(study=study).count()
-    return (
-        study.created_at.isoformat(),
-        judgments["n"], judgments["last"], profiles["n"], str(profiles["last"]), n_annotators,
-        version.pk if version else None, posteriors.get("n"), str(posteriors.get("last")), study.overlap_target,
-    )
-
-
-def dashboard_data(study: Study, group_by: str) -> dict[str, Any]:
-    """study_dashboard, cached until something it depends on changes (live pages re-fetch often)."""
-    if group_by not in groupable_fields():
-        raise ValueError(f"cannot group by {group_by!r}; choose one of {groupable_fields()}")
-    digest = hashlib.sha256(repr(_fingerprint(study)).encode()).hexdigest()[:32]
-    key = f"chorus:dashboard:{study.pk}:{group_by}:{digest}"
-    try:
-        data = cache.get(key)
-    except Exception:  # Redis (cache and broker) down: compute instead of failing the page
-        log.warning("dashboard cache unavailable", exc_info=True)
-        data = None
-    if data is None:
-        data = study_dashboard(study, group_by)
-        try:
-            cache.set(key, data, CACHE_SECONDS)
-        except Exception:
-            log.warning("dashboard cache unavailable", exc_info=True)
-    return data
 
 
 def _pct(x: float | None) -> float | None:
@@ -241,13 +198,6 @@ def my_model_download(request: HttpRequest, slug: str) -> HttpResponse:
     except downloads.NoModelYet as exc:
         return render(request, "training/no_model.html", {"study": annotator.study, "message": str(exc)}, status=409)
     return zip_response(bundle)
-
-
-def zip_response(bundle: downloads.ModelZip) -> HttpResponse:
-    response = HttpResponse(bundle.content, content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
-    response["Cache-Control"] = "private, no-store"
-    return response
 
 
 # --- the study page's "Train now" panel -------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connection
 
 log = logging.getLogger(__name__)
-MAX_MODELS = 16  # the model cache (training.services._load_cached) holds this many
+MAX_MODELS = 16  # the model cache (training.selectors._load_cached) holds this many
 _started = threading.Lock()
 _done = threading.Event()
 
@@ -26,10 +26,10 @@ def warm() -> dict[str, Any]:
     """Load what the first judgment needs; returns what was loaded and how long it took."""
     from feedback.models import Study
     from feedback.selection import SELECTORS
+    from training.active_learning import pair_pool
     from training.embeddings import get_encoder
     from training.models import ModelVersion
-    from training.selection import pair_pool
-    from training.services import load_version_model
+    from training.selectors import load_version_model
 
     started = time.perf_counter()
     get_encoder().encode(["warm-up"])

@@ -331,6 +331,8 @@ def test_it_never_shows_an_annotator_another_annotators_data(world):
     if neighbour_pair.pk == world.assigned_pair.pk:  # both may hold the same pair (overlap 2); pick another
         services.judgment_create(annotator=neighbour, pair=neighbour_pair, choice="a", client_key="n0")
         neighbour_pair = services.assignment_next(annotator=neighbour).pair
+    # A precondition, not a guard: the refusal below is only meaningful for a pair that is not mine.
+    assert neighbour_pair.pk != world.assigned_pair.pk
     services.judgment_create(annotator=neighbour, pair=neighbour_pair, choice="b", client_key="shared-key")
 
     client = world.clients["annotator"]
@@ -345,8 +347,7 @@ def test_it_never_shows_an_annotator_another_annotators_data(world):
     resp = client.post(
         f"{API}/judgments/", {"pair_id": neighbour_pair.pk, "choice": "a", "client_key": "x"}, format="json"
     )
-    if neighbour_pair.pk != world.assigned_pair.pk:
-        assert resp.status_code == 400
+    assert resp.status_code == 400
     resp = client.post(
         f"{API}/judgments/",
         {"pair_id": world.assigned_pair.pk, "choice": "a", "client_key": "shared-key"},

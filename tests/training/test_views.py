@@ -126,7 +126,7 @@ def test_the_dashboard_renders_before_any_judgment(study, researcher):
 
 @pytest.mark.django_db
 def test_the_dashboard_is_cached_until_a_judgment_arrives(style_study, researcher):
-    from training.views import dashboard_data
+    from training.selectors import dashboard_data
 
     first = dashboard_data(style_study, "gender")
     assert dashboard_data(style_study, "gender") == first

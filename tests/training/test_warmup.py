@@ -6,7 +6,7 @@ import pytest
 from django.core.signals import request_started
 
 from tests.training.conftest import label_all
-from training import selection, services, warmup
+from training import active_learning, selectors, services, warmup
 
 
 @pytest.mark.django_db
@@ -17,14 +17,14 @@ def test_it_loads_the_encoder_the_active_model_and_its_pair_pool(style_study):
     assert version.status == "active", version.error
     style_study.selector = "mixed"
     style_study.save(update_fields=["selector"])
-    services._load_cached.cache_clear()
-    selection._pools.clear()
+    selectors._load_cached.cache_clear()
+    active_learning._pools.clear()
 
     result = warmup.warm()
 
     assert (result["models"], result["pools"]) == (1, 1)
-    assert services._load_cached.cache_info().currsize == 1
-    assert any(key[:2] == (style_study.pk, version.pk) for key in selection._pools)
+    assert selectors._load_cached.cache_info().currsize == 1
+    assert any(key[:2] == (style_study.pk, version.pk) for key in active_learning._pools)
 
 
 @pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Active-learning selectors (training.selection): scores, ranking, constraints, fallbacks."""
+"""Active-learning selectors (training/active_learning.py): scores, ranking, constraints, fallbacks."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from feedback.selection import SELECTORS, RandomSelector, get_selector
 from personalization import Posterior
 from tests.factories import AnnotatorFactory, make_study_with_pairs
 from tests.training.conftest import label_all
-from training import selection, services
+from training import active_learning, services
+from training.active_learning import ModelSelector, PairPool, score_pairs
 from training.models import ModelVersion
-from training.selection import ModelSelector, PairPool, score_pairs
 
 
 def uncertain(dim: int, var: float = 4.0) -> Posterior:
@@ -125,13 +125,13 @@ def test_ranking_scores_the_whole_pool_in_one_vectorised_call(monkeypatch):
     """10k pairs are scored by one batched computation, never a Python loop per pair (timings:
     benchmarks/selection_bench.py)."""
     calls: list[int] = []
-    real = selection.logit_moments
+    real = active_learning.logit_moments
 
     def counting(post, db, dg, link):
         calls.append(int(db.shape[0]))
         return real(post, db, dg, link)
 
-    monkeypatch.setattr(selection, "logit_moments", counting)
+    monkeypatch.setattr(active_learning, "logit_moments", counting)
     gen = torch.Generator().manual_seed(2)
     n = 10_000
     pool = PairPool(np.arange(n, dtype=np.int64) * 3, torch.randn(n, generator=gen),
@@ -168,9 +168,9 @@ def fake_model(monkeypatch):
         Fake.pool_calls += 1
         return Fake.pool
 
-    monkeypatch.setattr(selection, "active_version", lambda study_id: ModelVersion(pk=1, study_id=study_id))
-    monkeypatch.setattr(selection, "pair_pool", pair_pool)
-    monkeypatch.setattr(selection, "annotator_posterior", lambda annotator, version: Fake.post)
+    monkeypatch.setattr(active_learning, "active_version", lambda study_id: ModelVersion(pk=1, study_id=study_id))
+    monkeypatch.setattr(active_learning, "pair_pool", pair_pool)
+    monkeypatch.setattr(active_learning, "annotator_posterior", lambda annotator, version: Fake.post)
     return Fake
 
 
@@ -244,7 +244,7 @@ def test_without_an_active_model_they_fall_back_to_random(monkeypatch, name):
     def no_pool(*args, **kwargs):
         raise AssertionError("no model: the pool must not be built")
 
-    monkeypatch.setattr(selection, "pair_pool", no_pool)
+    monkeypatch.setattr(active_learning, "pair_pool", no_pool)
     assert ModelVersion.objects.filter(study=study).count() == 0
     annotator = AnnotatorFactory(study=study)
     selector = get_selector(name)
@@ -260,7 +260,7 @@ def test_a_failed_or_queued_version_is_no_model(monkeypatch):
     study = make_study_with_pairs(3, selector="info_gain")
     ModelVersion.objects.create(study=study, kind="vpl", status="failed")
     ModelVersion.objects.create(study=study, kind="vpl", status="queued")
-    monkeypatch.setattr(selection, "pair_pool", lambda *a: pytest.fail("no active model"))
+    monkeypatch.setattr(active_learning, "pair_pool", lambda *a: pytest.fail("no active model"))
     selector = get_selector("info_gain")
     assert len(selector.rank(annotator=AnnotatorFactory(study=study), limit=3)) == 3
 
@@ -309,9 +309,9 @@ def test_selectors_with_a_real_trained_model(style_study, settings):
     version = services.model_version_request(study=style_study, kind="vpl")
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.ACTIVE, version.error
-    pool = selection.pair_pool(style_study.pk, version)
+    pool = active_learning.pair_pool(style_study.pk, version)
     assert len(pool.pair_ids) == 60 and pool.dg.shape == (60, 8)
-    assert selection.pair_pool(style_study.pk, version) is pool  # cached per (study, version, n pairs)
+    assert active_learning.pair_pool(style_study.pk, version) is pool  # cached per (study, version, n pairs)
     newcomer = AnnotatorFactory(study=style_study, profile={"gender": "female"})
     for name in ("uncertainty", "info_gain"):
         selector = get_selector(name)
@@ -319,7 +319,7 @@ def test_selectors_with_a_real_trained_model(style_study, settings):
         assert selector.name == name
         eligible = set(Pair.objects.filter(study=style_study, n_assigned__lt=10).values_list("id", flat=True))
         assert len(ranked) == len(set(ranked)) == len(eligible) and set(ranked) == eligible
-        post = selection.annotator_posterior(newcomer, version)
+        post = active_learning.annotator_posterior(newcomer, version)
         positions, found = pool.positions(ranked)
         s = score_pairs(pool, positions, post, selector.strategy)
         assert (s[:-1] >= s[1:] - 1e-6).all()  # best first

@@ -21,7 +21,7 @@ from feedback.selection import RandomSelector, eligible_pairs
 from personalization.models.posterior import bald, binary_entropy, logit_moments, probit_proba
 from training.embeddings import load_vectors, prompt_text
 from training.models import ModelVersion
-from training.services import active_version, annotator_posterior, load_version_model
+from training.selectors import active_version, annotator_posterior, load_version_model
 
 
 @dataclass
