@@ -15,17 +15,16 @@ import tempfile
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from feedback import exports
+from feedback import exports, selectors
 from feedback.models import Study
 
 
@@ -75,10 +74,7 @@ class _StudyExportView(APIView):
     kind = ""
 
     def _study(self, request: Request, pk: int) -> Study:
-        study = get_object_or_404(Study, pk=pk)
-        if not study.has_researcher(request.user):
-            raise PermissionDenied("you are not a researcher of this study")
-        return study
+        return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
     def _format(self, request: Request) -> str:
         fmt = request.query_params.get("format") or "jsonl"

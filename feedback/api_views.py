@@ -144,10 +144,7 @@ def _get_study(pk: int) -> Study:
 
 def _get_study_for_researcher(request, pk: int) -> Study:
     """404 if the study does not exist, 403 unless the caller is one of its researchers (or a superuser)."""
-    study = _get_study(pk)
-    if not study.has_researcher(request.user):
-        raise PermissionDenied("you are not a researcher of this study")
-    return study
+    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _get_annotator(request) -> Annotator:

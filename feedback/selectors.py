@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
+from django.http import Http404
 from django.utils import timezone
 
 from feedback.models import Annotator, Assignment, Judgment, Pair, Prompt, Study
@@ -30,6 +32,21 @@ def annotator_for_user(user) -> Annotator | None:
     if not user.is_authenticated:
         return None
     return Annotator.objects.select_related("study").filter(user=user).first()
+
+
+def get_study_for_researcher(*, user, pk: int) -> Study:
+    """Study `pk` for one of its researchers: 404 when it does not exist, 403 for anyone else.
+
+    The one rule for every researcher page and API call. Superusers are researchers of every study;
+    annotator accounts never are (participants must not see each other's data). Django turns the two
+    exceptions into its 404/403 pages, DRF into {"detail": ...} bodies with the same messages.
+    """
+    study = Study.objects.filter(pk=pk).first()
+    if study is None:
+        raise Http404("no such study")
+    if annotator_for_user(user) is not None or not study.has_researcher(user):
+        raise PermissionDenied("you are not a researcher of this study")
+    return study
 
 
 def join_url(study: Study) -> str:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 
 from feedback import exports, selectors
-from feedback.models import Study
 
 
 @login_required
 def study_export(request: HttpRequest, pk: int) -> HttpResponse:
-    study = get_object_or_404(Study, pk=pk)
-    if selectors.annotator_for_user(request.user) is not None or not study.has_researcher(request.user):
-        raise PermissionDenied("you are not a researcher of this study")
+    study = selectors.get_study_for_researcher(user=request.user, pk=pk)
     judgments_url = reverse("api-study-export", args=[study.pk])
     profiles_url = reverse("api-study-export-profiles", args=[study.pk])
     context = {

@@ -78,10 +78,7 @@ def _forbid_annotators(request: HttpRequest) -> None:
 
 def _get_study_for_researcher(request: HttpRequest, pk: int) -> Study:
     """The study, or 404 when it does not exist and 403 when the user is not one of its researchers."""
-    study = get_object_or_404(Study, pk=pk)
-    if not study.has_researcher(request.user):
-        raise PermissionDenied("you are not a researcher of this study")
-    return study
+    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _prolific_url(study: Study) -> str:

@@ -64,10 +64,7 @@ class _StudyAPIView(APIView):
         return study
 
     def study_for_researcher(self, request: Request, pk: int) -> Study:
-        study = self.study(pk)
-        if not study.has_researcher(request.user):
-            raise PermissionDenied("you are not a researcher of this study")
-        return study
+        return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
     def group_by(self, request: Request) -> str:
         field = request.query_params.get("group_by") or DEFAULT_GROUP_BY

@@ -17,7 +17,7 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from feedback import selectors
@@ -25,7 +25,6 @@ from feedback.api_views import (
     ChorusAPIView,
     ChorusListAPIView,
     _errors,
-    _get_study,
     _get_study_for_researcher,
 )
 from feedback.models import Annotator, Candidate
@@ -98,9 +97,7 @@ def _get_annotator_for_predict(request, pk: int, aid: int) -> Annotator:
         if own.study_id != pk or own.pk != aid:
             raise NotFound("no such annotator")
         return own
-    study = _get_study(pk)
-    if not study.has_researcher(request.user):
-        raise PermissionDenied("you are not a researcher of this study")
+    study = selectors.get_study_for_researcher(user=request.user, pk=pk)
     annotator = Annotator.objects.filter(pk=aid, study=study).select_related("study", "profile").first()
     if annotator is None:
         raise NotFound("no such annotator in this study")

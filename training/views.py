@@ -13,9 +13,8 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
@@ -40,10 +39,7 @@ _STATED_LABELS = dict(STATED_PREFS)
 
 def _get_study_for_researcher(request: HttpRequest, pk: int) -> Study:
     """The study, or 404 when it does not exist and 403 unless the user is one of its researchers."""
-    study = get_object_or_404(Study, pk=pk)
-    if selectors.annotator_for_user(request.user) is not None or not study.has_researcher(request.user):
-        raise PermissionDenied("you are not a researcher of this study")
-    return study
+    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _get_own_annotator(request: HttpRequest, slug: str) -> Annotator:
