@@ -183,3 +183,57 @@ class ProfileForm(forms.Form):
                     q.prefer_not = self[spec.name + SEP + "prefer_not"]
             out.append(q)
         return out
+
+
+# The compare page's choices as the annotator sees them (left/right on screen, not a/b of the pair).
+SCREEN_CHOICES = ("left", "right", "tie", "bad")
+# Longer than a day on one pair is not a measurement; such values fall back to the server's clock.
+MAX_TIME_MS = 86_400_000
+_NOT_VALID = "Something in this form was not valid; please try again."
+_STRENGTH_RANGE = "The preference strength must be between 1 and 100."
+
+
+class JudgmentForm(forms.Form):
+    """The compare page's posted judgment, parsed in one place (the API has JudgmentCreateSerializer).
+
+    Each message is what the annotator sees above the pair; `first_error()` picks the one to show in the
+    order the fields matter. The services re-check every value for all callers.
+    """
+
+    client_key = forms.CharField(max_length=64, error_messages={
+        "required": "This form is out of date; please try again.",
+        "max_length": "This form is out of date; please try again."})
+    choice = forms.ChoiceField(choices=[(c, c) for c in SCREEN_CHOICES], error_messages={
+        "required": "Choose the left response, the right one, a tie, or “both are bad”.",
+        "invalid_choice": "Choose the left response, the right one, a tie, or “both are bad”."})
+    pair = forms.IntegerField(error_messages={"required": _NOT_VALID, "invalid": _NOT_VALID})
+    strength = forms.IntegerField(required=False, error_messages={
+        "invalid": _NOT_VALID, "min_value": _STRENGTH_RANGE, "max_value": _STRENGTH_RANGE},
+        min_value=1, max_value=100)
+    # compare.js posts "0" while the slider was never touched: then there is no strength, not its starting 50.
+    strength_moved = forms.CharField(required=False)
+    # Lenient on purpose: without JavaScript (or with a bogus value) the view uses the server's clock.
+    time_ms = forms.CharField(required=False)
+    # Not stripped: the service applies the one length rule; browsers send a newline as CRLF.
+    rationale = forms.CharField(required=False, strip=False)
+
+    def clean_strength(self) -> int | None:
+        strength = self.cleaned_data.get("strength")
+        return None if self.data.get("strength_moved") == "0" else strength
+
+    def clean_time_ms(self) -> int | None:
+        raw = (self.cleaned_data.get("time_ms") or "").strip()
+        try:
+            value = int(raw)
+        except ValueError:
+            return None
+        return value if 0 <= value <= MAX_TIME_MS else None
+
+    def clean_rationale(self) -> str:
+        return self.cleaned_data.get("rationale", "").replace("\r\n", "\n")
+
+    def first_error(self) -> str:
+        for name in ("client_key", "choice", "pair", "strength"):
+            if name in self.errors:
+                return str(self.errors[name][0])
+        return _NOT_VALID

@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from feedback import selectors, services
-from feedback.forms import ProfileForm
+from feedback.forms import MAX_TIME_MS, SCREEN_CHOICES, JudgmentForm, ProfileForm
 from feedback.models import Annotator, Assignment, Judgment, Pair, Profile, Study
 from feedback.profile_schema import PREFER_NOT, ProfileError
 
@@ -33,8 +33,6 @@ class HttpRequest(_HttpRequest):
 
 AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Choices arrive in screen terms; the view maps them to the pair's a/b (see _screen_to_pair_choice).
-SCREEN_CHOICES = ("left", "right", "tie", "bad")
-MAX_TIME_MS = 86_400_000
 # The per-dimension radio buttons (screen terms, as for the main choice).
 DIMENSION_OPTIONS = [("left", "Response 1"), ("tie", "Same"), ("right", "Response 2"), ("bad", "Both bad")]
 STEP_URL_NAMES = {
@@ -367,27 +365,18 @@ def _paused(request: HttpRequest, annotator: Annotator) -> HttpResponse:
 def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse | None:
     """Store the posted judgment; None on success (or an idempotent retry), else an error response."""
     post = request.POST
-    client_key = post.get("client_key", "").strip()
-    if not 1 <= len(client_key) <= 64:
-        return _judgment_error(request, annotator, "This form is out of date; please try again.")
+    form = JudgmentForm(post)
+    valid = form.is_valid()
+    if "client_key" in form.errors:
+        return _judgment_error(request, annotator, form.first_error())
+    client_key = form.cleaned_data["client_key"]
     # A retry of a judgment we already stored (double click, network retry): carry on to the next pair.
     if Judgment.objects.filter(annotator=annotator, client_key=client_key).exists():
         return None
-    screen_choice = post.get("choice", "")
-    if screen_choice not in SCREEN_CHOICES:
-        return _judgment_error(
-            request, annotator, "Choose the left response, the right one, a tie, or “both are bad”."
-        )
-    try:
-        strength = _parse_int(post.get("strength"))
-        pair_id = int(post.get("pair", ""))
-    except ValueError:
-        return _judgment_error(request, annotator, "Something in this form was not valid; please try again.")
-    if strength is not None and not 1 <= strength <= 100:
-        return _judgment_error(request, annotator, "The preference strength must be between 1 and 100.")
-    if post.get("strength_moved") == "0":
-        # compare.js says the slider was never touched: "not moved" is no strength, not its starting 50.
-        strength = None
+    if not valid:
+        return _judgment_error(request, annotator, form.first_error())
+    data = form.cleaned_data
+    screen_choice, strength, pair_id = data["choice"], data["strength"], data["pair"]
     # Only pairs of the annotator's own study exist for them.
     pair = Pair.objects.filter(id=pair_id, study_id=annotator.study_id).first()
     if pair is None:
@@ -399,11 +388,8 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
     )
     if assignment is None:
         return _judgment_error(request, annotator, "That pair is no longer assigned to you; here is your current one.")
-    try:
-        time_ms = _parse_int(post.get("time_ms"))
-    except ValueError:
-        time_ms = None
-    if time_ms is None or not 0 <= time_ms <= MAX_TIME_MS:
+    time_ms = data["time_ms"]
+    if time_ms is None:
         # No JavaScript (or a bogus value): fall back to the time since the pair was assigned.
         elapsed = (timezone.now() - assignment.assigned_at).total_seconds() * 1000
         time_ms = min(max(int(elapsed), 0), MAX_TIME_MS)
@@ -416,7 +402,7 @@ def _submit_judgment(request: HttpRequest, annotator: Annotator) -> HttpResponse
             strength=strength,
             # The same rule as the API: over-long text is refused with a message, never cut. Browsers send a
             # newline as CRLF but count it as one character against the textarea's maxlength.
-            rationale=post.get("rationale", "").replace("\r\n", "\n"),
+            rationale=data["rationale"],
             time_ms=time_ms,
             dimensions=_posted_dimensions(post, annotator.study, assignment.shown_order),
         )

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from django.db.models import Count
 
-from feedback import stats
 from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Study, text_hash
 from feedback.profile_schema import PREFER_NOT, STATED_PREFS, group_value, groupable_fields
+from training import stats
 from training.embeddings import load_vectors, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
 from training.selectors import active_version, load_version_model

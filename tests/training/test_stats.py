@@ -1,4 +1,4 @@
-"""Tests for feedback.stats: known answers where they exist, simulation where only the truth is known."""
+"""Tests for training.stats: known answers where they exist, simulation where only the truth is known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from feedback.stats import (
+from training.stats import (
     between_group_agreement,
     bootstrap_bt,
     bradley_terry,
