@@ -29,6 +29,7 @@ from feedback.api_views import (
 )
 from feedback.models import Annotator, Candidate
 from feedback.serializers import StudySerializer
+from training import selectors as training_selectors
 from training import services
 from training.broker import broker_down
 from training.models import ModelVersion
@@ -130,7 +131,7 @@ class PredictView(ChorusAPIView):
         if a.prompt_id != b.prompt_id:
             raise ValidationError({"b": "both candidates must answer the same prompt"})
         try:
-            out = services.predict_for_annotator(annotator=annotator, candidate_a=a, candidate_b=b)
+            out = training_selectors.predict_for_annotator(annotator=annotator, candidate_a=a, candidate_b=b)
         except LookupError as exc:
             return Response({"detail": str(exc), "code": "no_model"}, status=status.HTTP_409_CONFLICT)
         return Response(PredictionSerializer(out).data)

@@ -32,13 +32,8 @@ from personalization.guard import label_metrics
 from training.embeddings import ensure_vectors, get_encoder, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
 
-# Reads live in training/selectors.py; the writes below use them, and callers of services.X still find them.
-from training.selectors import (  # noqa: F401
-    active_version,
-    annotator_posterior,
-    load_version_model,
-    predict_for_annotator,
-)
+# Reads live in training/selectors.py; the writes below need these two.
+from training.selectors import active_version, load_version_model
 
 log = logging.getLogger(__name__)
 MODEL_KINDS = ("bt", "vpl", "pal")

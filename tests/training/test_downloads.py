@@ -19,7 +19,7 @@ from django.urls import reverse
 from feedback.models import Candidate
 from tests.factories import ResearcherFactory, make_study_with_pairs
 from tests.training.conftest import label_all
-from training import services
+from training import selectors, services
 from training.embeddings import prompt_text
 
 ROOT = Path(settings.BASE_DIR)
@@ -69,10 +69,10 @@ def _unzip(content: bytes, dest: Path) -> tuple[list[str], Path]:
 def _server_reference(annotator, a: Candidate, b: Candidate) -> dict[str, float]:
     """What the server predicts for the same candidates — the SAME quantities the standalone model defines:
     p(a ≻ b) under the posterior (probit, uncertainty folded in) and the reward difference at the mean."""
-    served = services.predict_for_annotator(annotator=annotator, candidate_a=a, candidate_b=b)
-    version = services.active_version(annotator.study_id)
-    model = services.load_version_model(version)
-    post = services.annotator_posterior(annotator, version)
+    served = selectors.predict_for_annotator(annotator=annotator, candidate_a=a, candidate_b=b)
+    version = selectors.active_version(annotator.study_id)
+    model = selectors.load_version_model(version)
+    post = selectors.annotator_posterior(annotator, version)
     from training.embeddings import ensure_vectors
 
     pt = prompt_text(a.prompt)

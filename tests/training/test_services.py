@@ -4,7 +4,7 @@ import pytest
 
 from feedback import services as feedback_services
 from tests.training.conftest import label_all, likes_long
-from training import services
+from training import selectors, services
 from training.models import AnnotatorPosterior, ModelVersion, TextEmbedding
 
 
@@ -37,7 +37,7 @@ def test_it_trains_activates_and_personalizes(style_study):
         a_long = len(a.text) > len(b.text)
         assert len(a.text) != len(b.text)
         for k, ann in enumerate(annotators):
-            out = services.predict_for_annotator(annotator=ann, candidate_a=a, candidate_b=b)
+            out = selectors.predict_for_annotator(annotator=ann, candidate_a=a, candidate_b=b)
             assert (out["p_a"] > 0.5) == (a_long == likes_long(k)), (k, out, version.metrics.get("population_guard"))
     # held-out cross-entropy and calibration next to accuracy, and the population guard's record
     for key in ("cross_entropy", "cross_entropy_population", "ece", "ece_population"):
@@ -70,10 +70,10 @@ def test_it_falls_back_to_the_population_when_the_personal_model_is_worse(style_
     assert guard["fallback"] is True, version.metrics
     assert guard["personal"]["accuracy"] < guard["population"]["accuracy"]
     assert version.metrics["accuracy"] == pytest.approx(guard["population"]["accuracy"])
-    model = services.load_version_model(version)
+    model = selectors.load_version_model(version)
     assert model.config.personal_weight == 0.0 and model.population is not None
     pair = style_study.pairs.select_related("candidate_a", "candidate_b").first()
-    bt_p = [services.predict_for_annotator(annotator=ann, candidate_a=pair.candidate_a,
+    bt_p = [selectors.predict_for_annotator(annotator=ann, candidate_a=pair.candidate_a,
                                            candidate_b=pair.candidate_b)["p_a"] for ann in annotators]
     assert max(bt_p) - min(bt_p) < 1e-5  # one population prediction for everybody
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from feedback.models import Profile
 from tests.factories import AnnotatorFactory, ResearcherFactory, make_study_with_pairs
 from tests.training.conftest import label_all
-from training import services
+from training import selectors, services
 
 DATA_SCRIPT = re.compile(r'<script id="dashboard-data" type="application/json">(.*?)</script>', re.S)
 
@@ -276,7 +276,7 @@ def test_train_now_trains_a_model_and_the_panel_shows_it(style_study, researcher
     label_all(style_study, n_annotators=4, per_annotator=10)
     client = _client(researcher)
     html = client.post(reverse("training:train_now", args=[style_study.pk]), HTTP_HX_REQUEST="true").content.decode()
-    version = services.active_version(style_study.pk)
+    version = selectors.active_version(style_study.pk)
     assert version is not None  # eager tasks: trained within the request
     assert f"Active: <strong>version {version.pk}</strong>" in html
     page = client.get(reverse("feedback:study_detail", args=[style_study.pk])).content.decode()

@@ -27,7 +27,7 @@ from django.db import connection
 from feedback import services as feedback_services
 from feedback.models import Judgment
 from tests.training.conftest import label_all
-from training import services
+from training import selectors, services
 from training.models import AnnotatorPosterior, ModelVersion
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -264,7 +264,7 @@ def test_a_training_job_survives_kill_9_of_its_worker(trained_study, start_worke
     in_cutoff = Judgment.objects.filter(pair__study=study, id__lte=done.data_cutoff).exclude(choice="tie").count()
     assert done.n_train + done.n_heldout == in_cutoff == n_judgments
     # and the judgment made while the worker was dead reached the annotator's posterior
-    active = services.active_version(study.pk)
+    active = selectors.active_version(study.pk)
     wait_for(lambda: AnnotatorPosterior.objects.filter(annotator=annotators[2], model_version=active,
                                                        last_judgment_id__gte=late.pk).exists(),
              timeout=30, what="the queued judgment to be folded in")
@@ -377,7 +377,7 @@ def test_a_retrain_requested_while_the_broker_is_down_is_sent_by_the_sweep(train
     assert stored.count() == len(acknowledged)  # acknowledged = stored
     assert Judgment.objects.filter(pair__study=study).values("annotator", "pair").distinct().count() == \
         Judgment.objects.filter(pair__study=study).count()  # none duplicated
-    active = services.active_version(study.pk)
+    active = selectors.active_version(study.pk)
 
     def caught_up():
         for ann in annotators:
