@@ -15,8 +15,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from feedback import conversations as conv
-from feedback.api_views import ChorusAPIView, _errors, _get_study_for_researcher
+from feedback.api_errors import error_responses
+from feedback.api_views import ChorusAPIView
 from feedback.models import ModelEndpoint
+from feedback.permissions import StudyResearcherMixin
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -42,28 +44,28 @@ class ConnectionCheckSerializer(serializers.Serializer):
     sample = serializers.CharField(allow_blank=True)
 
 
-class EndpointListCreateView(ChorusAPIView):
+class EndpointListCreateView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(summary="A study's model endpoints", responses={200: EndpointSerializer(many=True),
-                                                                  **_errors(401, 403, 404)})
+                                                                  **error_responses(401, 403, 404)})
     def get(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         return Response(EndpointSerializer(ModelEndpoint.objects.filter(study=study), many=True).data)
 
     @extend_schema(summary="Add a model endpoint to a study", request=EndpointSerializer,
-                   responses={201: EndpointSerializer, **_errors(400, 401, 403, 404, 409)})
+                   responses={201: EndpointSerializer, **error_responses(400, 401, 403, 404, 409)})
     def post(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         serializer = EndpointSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         endpoint = conv.endpoint_create(study=study, **serializer.validated_data)
         return Response(EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 
-class EndpointTestView(ChorusAPIView):
+class EndpointTestView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(summary="Test a model endpoint's connection", request=None,
-                   responses={200: ConnectionCheckSerializer, **_errors(401, 403, 404)})
+                   responses={200: ConnectionCheckSerializer, **error_responses(401, 403, 404)})
     def post(self, request, pk: int, endpoint_id: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         endpoint = get_object_or_404(ModelEndpoint, pk=endpoint_id, study=study)
         check = conv.endpoint_test(endpoint=endpoint)
         return Response(ConnectionCheckSerializer(check).data)

@@ -19,13 +19,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from feedback import exports, selectors
+from feedback import exports
 from feedback.models import Study
+from feedback.permissions import StudyResearcherMixin
 
 
 class FormatIsTheFileType(DefaultContentNegotiation):
@@ -67,14 +67,11 @@ _FORMAT_PARAM = OpenApiParameter(
 )
 
 
-class _StudyExportView(APIView):
-    permission_classes = [IsAuthenticated]
+class _StudyExportView(StudyResearcherMixin, APIView):
+    # The project's default authentication (session first): an anonymous caller gets 403, as it always has.
     renderer_classes = [JSONRenderer]
     content_negotiation_class = FormatIsTheFileType
     kind = ""
-
-    def _study(self, request: Request, pk: int) -> Study:
-        return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
     def _format(self, request: Request) -> str:
         fmt = request.query_params.get("format") or "jsonl"
@@ -90,7 +87,7 @@ class StudyJudgmentsExport(_StudyExportView):
         summary="Export the study's judgments as TRL preference rows (researchers of the study only)",
     )
     def get(self, request: Request, pk: int) -> HttpResponseBase:
-        study = self._study(request, pk)
+        study = self.get_study()
         return export_response(exports.judgments_export(study), study, self._format(request), asgi=_is_asgi(request))
 
 
@@ -101,7 +98,7 @@ class StudyProfilesExport(_StudyExportView):
         summary="Export one pseudonymized row per annotator with their profile (researchers of the study only)",
     )
     def get(self, request: Request, pk: int) -> HttpResponseBase:
-        study = self._study(request, pk)
+        study = self.get_study()
         return export_response(exports.profiles_export(study), study, self._format(request), asgi=_is_asgi(request))
 
 
@@ -112,5 +109,5 @@ class StudyRatingsExport(_StudyExportView):
         summary="Export the study's 1-100 ratings, one row per rated response (researchers of the study only)",
     )
     def get(self, request: Request, pk: int) -> HttpResponseBase:
-        study = self._study(request, pk)
+        study = self.get_study()
         return export_response(exports.ratings_export(study), study, self._format(request), asgi=_is_asgi(request))

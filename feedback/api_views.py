@@ -1,5 +1,9 @@
 """The JSON API (/api/v1/). Views are thin: an access check, then one service or selector call.
 
+The access check of researcher-only views is StudyResearcherMixin (feedback.permissions): its
+IsStudyResearcher permission admits the study's researchers and `self.get_study()` hands the view that
+study. Error bodies come from feedback.api_errors (settings.REST_FRAMEWORK["EXCEPTION_HANDLER"]).
+
 Authentication: a DRF token ("Authorization: Token <key>", what annotators get from join) or a session
 (researchers logged in to the site; unsafe methods then need the CSRF token). Anonymous calls get 401,
 callers who may not do something 403, and objects outside the caller's reach 404 where even their
@@ -22,25 +26,30 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
 from feedback import selectors, services
+from feedback.api_errors import error_responses
 from feedback.forms_research import import_upload_limit
 from feedback.importers import ImportFileError
 from feedback.models import Annotator, Pair, Profile, Study
 from feedback.parsers import StrictJSONParser
-from feedback.permissions import AnnotatorTokenAuthentication, IsAnnotator, IsResearcher, annotator_of
+from feedback.permissions import (
+    AnnotatorTokenAuthentication,
+    IsAnnotator,
+    IsResearcher,
+    StudyResearcherMixin,
+    annotator_of,
+)
 from feedback.profile_schema import FIELDS_BY_NAME, PREFER_NOT, ProfileError
 from feedback.serializers import (
     ConsentResultSerializer,
-    ErrorSerializer,
-    FieldErrorsSerializer,
     ImportErrorsSerializer,
     ImportFileSerializer,
     ImportResultSerializer,
@@ -61,44 +70,6 @@ from feedback.serializers import (
     StudySerializer,
 )
 
-SERVICE_ERROR_STATUS = {
-    "invalid": status.HTTP_400_BAD_REQUEST,
-    "not_found": status.HTTP_404_NOT_FOUND,
-    "forbidden": status.HTTP_403_FORBIDDEN,
-    "conflict": status.HTTP_409_CONFLICT,
-}
-
-
-def _flatten_errors(detail: Any) -> dict[str, str]:
-    """DRF's nested error lists -> {field: "message; message"} (non-field errors under "non_field_errors")."""
-    if isinstance(detail, dict):
-        out: dict[str, str] = {}
-        for key, value in detail.items():
-            if isinstance(value, dict):
-                for sub, msg in _flatten_errors(value).items():
-                    out[f"{key}.{sub}"] = msg
-            else:
-                out[str(key)] = "; ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        return out
-    items = detail if isinstance(detail, list) else [detail]
-    return {"non_field_errors": "; ".join(str(v) for v in items)}
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Every error is JSON: {"detail": message} and, for invalid input, {"errors": {field: message}}."""
-    if isinstance(exc, services.ClientKeyConflict):
-        body = {"detail": str(exc), "errors": {"client_key": "already used for another judgment"},
-                "judgment": JudgmentSerializer(exc.judgment).data}
-        return Response(body, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, services.ServiceError):
-        return Response({"detail": str(exc)}, status=SERVICE_ERROR_STATUS.get(exc.code, 400))
-    response = exception_handler(exc, context)
-    if response is not None and isinstance(exc, ValidationError):
-        response.data = {"detail": "invalid request", "errors": _flatten_errors(exc.detail)}
-    elif response is not None and isinstance(exc, ParseError):
-        response.data = {"detail": str(exc.detail), "errors": {"body": str(exc.detail)}}
-    return response
-
 
 class ApiPagination(PageNumberPagination):
     page_size = 100
@@ -112,24 +83,9 @@ class ChorusAPIView(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [StrictJSONParser]
 
-    def get_exception_handler(self):
-        return api_exception_handler
-
 
 class ChorusListAPIView(ChorusAPIView, GenericAPIView):
     pagination_class = ApiPagination
-
-
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    words = {
-        400: "Invalid request",
-        401: "Not authenticated",
-        403: "Not allowed",
-        404: "Not found",
-        409: "Conflict",
-    }
-    shape = {400: FieldErrorsSerializer}
-    return {c: OpenApiResponse(shape.get(c, ErrorSerializer), description=words[c]) for c in codes}
 
 
 # ------------------------------------------------------------------------------------------ access helpers
@@ -140,11 +96,6 @@ def _get_study(pk: int) -> Study:
     if study is None:
         raise NotFound("no such study")
     return study
-
-
-def _get_study_for_researcher(request, pk: int) -> Study:
-    """404 if the study does not exist, 403 unless the caller is one of its researchers (or a superuser)."""
-    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _get_annotator(request) -> Annotator:
@@ -183,7 +134,7 @@ class StudyListCreateView(ChorusListAPIView):
         summary="The caller's studies",
         description="Studies the caller is a researcher of (all of them for superusers); "
         "empty for annotators.",
-        responses={200: StudySerializer(many=True), **_errors(401)},
+        responses={200: StudySerializer(many=True), **error_responses(401)},
     )
     def get(self, request):
         page = self.paginate_queryset(selectors.study_list_for_user(request.user))
@@ -192,7 +143,7 @@ class StudyListCreateView(ChorusListAPIView):
     @extend_schema(
         summary="Create a study",
         request=StudyCreateSerializer,
-        responses={201: StudySerializer, **_errors(400, 401, 403, 409)},
+        responses={201: StudySerializer, **error_responses(400, 401, 403, 409)},
     )
     def post(self, request):
         serializer = StudyCreateSerializer(data=request.data)
@@ -201,19 +152,19 @@ class StudyListCreateView(ChorusListAPIView):
         return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
-class StudyDetailView(ChorusAPIView):
+class StudyDetailView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(
         summary="A study with its counts",
-        responses={200: StudyDetailSerializer, **_errors(401, 403, 404)},
+        responses={200: StudyDetailSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         counts = selectors.study_counts(study)
         counts_data = {**counts.__dict__, "progress_percent": counts.progress_percent}
         return Response(StudyDetailSerializer(study, context={"counts": counts_data}).data)
 
 
-class StudyImportView(ChorusAPIView):
+class StudyImportView(StudyResearcherMixin, ChorusAPIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
@@ -226,11 +177,11 @@ class StudyImportView(ChorusAPIView):
             201: ImportResultSerializer,
             400: OpenApiResponse(ImportErrorsSerializer, description="Bad lines; nothing was stored"),
             409: OpenApiResponse(ImportErrorsSerializer, description="Duplicate rows; nothing was stored"),
-            **_errors(401, 403, 404),
+            **error_responses(401, 403, 404),
         },
     )
     def post(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         serializer = ImportFileSerializer(data=request.data)
         if not serializer.is_valid():
             message = "; ".join(str(m) for m in serializer.errors.get("file", [])) or "invalid upload"
@@ -262,16 +213,16 @@ class StudyImportView(ChorusAPIView):
         return Response(ImportResultSerializer(result.as_dict()).data, status=status.HTTP_201_CREATED)
 
 
-class StudyJudgmentsView(ChorusListAPIView):
+class StudyJudgmentsView(StudyResearcherMixin, ChorusListAPIView):
     serializer_class = StudyJudgmentSerializer
 
     @extend_schema(
         summary="A study's judgments (researchers)",
         description="Annotators appear by pseudonym only. `page` / `page_size` (max 1000) paginate.",
-        responses={200: StudyJudgmentSerializer(many=True), **_errors(401, 403, 404)},
+        responses={200: StudyJudgmentSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         qs: QuerySet = selectors.study_judgments(study)
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(StudyJudgmentSerializer(page, many=True).data)
@@ -291,7 +242,7 @@ class JoinView(ChorusAPIView):
         "same `external_id` without proof is refused with 403 and nothing is created, so nobody who only "
         "knows a crowd id gets that participant's credential.",
         request=JoinSerializer,
-        responses={201: JoinResultSerializer, 200: JoinResultSerializer, **_errors(400, 403, 404)},
+        responses={201: JoinResultSerializer, 200: JoinResultSerializer, **error_responses(400, 403, 404)},
     )
     def post(self, request, pk: int):
         study = _get_study(pk)
@@ -324,17 +275,17 @@ class JoinView(ChorusAPIView):
             )}}) from exc
 
 
-class ResumeLinkView(ChorusAPIView):
+class ResumeLinkView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(
         summary="A personal resume link for one participant (researchers of the study)",
         description="For a participant who lost their browser: look them up by crowd id and get a signed link "
         "that logs one browser in as them. It expires after CHORUS_RESUME_LINK_MAX_AGE_SECONDS and works once "
         "(using it, or issuing a new resume secret, revokes it). Send it through the platform's messaging.",
         request=ResumeLinkRequestSerializer,
-        responses={200: ResumeLinkSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: ResumeLinkSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         serializer = ResumeLinkRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         annotator = Annotator.objects.filter(study=study, external_id=serializer.validated_data["external_id"]).first()
@@ -353,7 +304,7 @@ class AnnotatorView(ChorusAPIView):
 
 
 class MeView(AnnotatorView):
-    @extend_schema(summary="The calling annotator", responses={200: MeSerializer, **_errors(401, 403)})
+    @extend_schema(summary="The calling annotator", responses={200: MeSerializer, **error_responses(401, 403)})
     def get(self, request):
         return Response(MeSerializer(_get_annotator(request)).data)
 
@@ -362,7 +313,7 @@ class ConsentView(AnnotatorView):
     @extend_schema(
         summary="Record the annotator's consent",
         request=None,
-        responses={200: ConsentResultSerializer, **_errors(401, 403)},
+        responses={200: ConsentResultSerializer, **error_responses(401, 403)},
     )
     def post(self, request):
         annotator = services.annotator_consent(annotator=_get_annotator(request))
@@ -374,7 +325,7 @@ class FinishView(AnnotatorView):
         summary="Finish annotating",
         description="Marks the annotator done and returns the completion code for the crowd platform.",
         request=None,
-        responses={200: MeSerializer, **_errors(401, 403)},
+        responses={200: MeSerializer, **error_responses(401, 403)},
     )
     def post(self, request):
         annotator = services.annotator_finish(annotator=_get_annotator(request))
@@ -396,7 +347,7 @@ def _profile_body(annotator: Annotator, profile: Profile | None) -> dict[str, An
 class ProfileView(AnnotatorView):
     @extend_schema(
         summary="The annotator's profile and the questions the study asks",
-        responses={200: ProfileSerializer, **_errors(401, 403)},
+        responses={200: ProfileSerializer, **error_responses(401, 403)},
     )
     def get(self, request):
         annotator = _get_annotator(request)
@@ -406,7 +357,7 @@ class ProfileView(AnnotatorView):
     @extend_schema(
         summary="Replace the annotator's profile answers",
         request=ProfileUpdateSerializer,
-        responses={200: ProfileSerializer, **_errors(400, 401, 403)},
+        responses={200: ProfileSerializer, **error_responses(400, 401, 403)},
     )
     def put(self, request):
         annotator = _get_annotator(request)
@@ -430,7 +381,7 @@ class NextPairView(AnnotatorView):
         responses={
             200: NextPairSerializer,
             204: OpenApiResponse(description="Nothing left to judge"),
-            **_errors(401, 403, 404),
+            **error_responses(401, 403, 404),
         },
     )
     def get(self, request, pk: int):
@@ -464,7 +415,7 @@ class JudgmentCreateView(AnnotatorView):
         "judgment with 200; the same key with another pair or other answers is 409, with the stored judgment "
         "under `judgment`. An annotator who has finished gets 403.",
         request=JudgmentCreateSerializer,
-        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **_errors(400, 401, 403, 404, 409)},
+        responses={201: JudgmentSerializer, 200: JudgmentSerializer, **error_responses(400, 401, 403, 404, 409)},
     )
     def post(self, request):
         annotator = _get_annotator(request)

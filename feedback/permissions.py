@@ -1,11 +1,15 @@
 """Who may call which API endpoint.
 
 Two kinds of callers: researchers (staff accounts, session or token) and annotators (one user per join,
-token from POST /studies/{id}/join/). Object-level checks (researcher *of this study*, annotator *of this
-study*) are the access helpers in feedback.api_views; these classes are the coarse gate before them.
+token from POST /studies/{id}/join/). "Researcher of this study" is IsStudyResearcher with
+StudyResearcherMixin, on every researcher-only API view (the rule itself is
+feedback.selectors.get_study_for_researcher; HTML pages use feedback.decorators.researcher_study_required).
+"Annotator of this study" is checked by the annotator helpers in feedback.api_views.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
@@ -14,7 +18,7 @@ from drf_spectacular.drainage import set_override
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
 
 from feedback import selectors
 from feedback.models import Annotator, Study
@@ -137,6 +141,46 @@ class IsResearcher(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return selectors.is_researcher(request.user)
+
+
+class IsStudyResearcher(BasePermission):
+    """The caller is a researcher of the study in the URL (`pk`): 404 when it does not exist, 403 otherwise.
+
+    For views with StudyResearcherMixin: it asks the view's get_study(), so the handler reuses the study the
+    check loaded. The selector raises Django's Http404 / PermissionDenied, which DRF answers as 404 / 403
+    with the selector's message, exactly as when the handlers called it themselves.
+    """
+
+    message = "you are not a researcher of this study"
+
+    def has_permission(self, request, view) -> bool:
+        if not request.user.is_authenticated:
+            return False  # DRF answers NotAuthenticated (401, or 403 under session-first authentication)
+        # A method the view does not handle stays 405 and OPTIONS stays the view's metadata, whoever asks:
+        # the check used to run inside the handlers, after DRF's method dispatch.
+        if request.method == "OPTIONS" or request.method not in view.allowed_methods:
+            return True
+        view.get_study()
+        return True
+
+
+class StudyResearcherMixin:
+    """Every researcher-only API view under /api/v1/studies/<pk>/: IsStudyResearcher, and the study it admitted.
+
+    Put it first among the bases (its permission_classes win); the transport base (authentication, renderers,
+    parsers) stays the view's own. `get_study()` runs the selector once per request: DRF builds a new view
+    instance per request, so the study kept on it is this request's.
+    """
+
+    permission_classes = [IsAuthenticated, IsStudyResearcher]
+    request: Any
+    kwargs: dict[str, Any]
+    _study: Study | None = None
+
+    def get_study(self) -> Study:
+        if self._study is None:
+            self._study = selectors.get_study_for_researcher(user=self.request.user, pk=self.kwargs["pk"])
+        return self._study
 
 
 class IsAnnotator(BasePermission):

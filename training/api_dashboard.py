@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from feedback import selectors
 from feedback.models import Annotator, Study
+from feedback.permissions import StudyResearcherMixin
 from feedback.profile_schema import groupable_fields
 from training import downloads
 from training.downloads import zip_response
@@ -58,13 +59,11 @@ class _StudyAPIView(APIView):
     content_negotiation_class = JsonErrorsAnyAccept
 
     def study(self, pk: int) -> Study:
+        """The study whoever asks: for the view with its own rule (reward-model); the rest use get_study()."""
         study = Study.objects.filter(pk=pk).first()
         if study is None:
             raise NotFound("no such study")
         return study
-
-    def study_for_researcher(self, request: Request, pk: int) -> Study:
-        return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
     def group_by(self, request: Request) -> str:
         field = request.query_params.get("group_by") or DEFAULT_GROUP_BY
@@ -82,7 +81,7 @@ def _zip_or_409(build) -> HttpResponse | Response:
         raise NotFound(str(exc)) from exc
 
 
-class StudyDashboardView(_StudyAPIView):
+class StudyDashboardView(StudyResearcherMixin, _StudyAPIView):
     @extend_schema(
         parameters=[_GROUP_BY],
         responses={200: OpenApiTypes.OBJECT, **_ERRORS},
@@ -94,7 +93,7 @@ class StudyDashboardView(_StudyAPIView):
         "vs revealed preferences; per-annotator quality flags (pseudonyms only). Undefined statistics are null.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        study = self.study_for_researcher(request, pk)
+        study = self.get_study()
         return Response(dashboard_data(study, self.group_by(request)))
 
 
@@ -120,7 +119,7 @@ class AnnotatorRewardModelView(_StudyAPIView):
         return _zip_or_409(lambda: downloads.annotator_model_zip(annotator))
 
 
-class GroupModelView(_StudyAPIView):
+class GroupModelView(StudyResearcherMixin, _StudyAPIView):
     @extend_schema(
         parameters=[
             _GROUP_BY,
@@ -132,7 +131,7 @@ class GroupModelView(_StudyAPIView):
         description="A standalone model whose weights are the mean of the group's annotators' posterior means.",
     )
     def get(self, request: Request, pk: int) -> HttpResponse | Response:
-        study = self.study_for_researcher(request, pk)
+        study = self.get_study()
         field = self.group_by(request)
         group = request.query_params.get("group")
         if not group:
@@ -140,11 +139,11 @@ class GroupModelView(_StudyAPIView):
         return _zip_or_409(lambda: downloads.group_model_zip(study, field, group))
 
 
-class StudyModelView(_StudyAPIView):
+class StudyModelView(StudyResearcherMixin, _StudyAPIView):
     @extend_schema(
         responses={(200, "application/zip"): OpenApiTypes.BINARY, **_ERRORS, **_NO_MODEL},
         summary="Download the study's active reward model checkpoint as a zip (researchers of the study only)",
     )
     def get(self, request: Request, pk: int) -> HttpResponse | Response:
-        study = self.study_for_researcher(request, pk)
+        study = self.get_study()
         return _zip_or_409(lambda: downloads.study_model_zip(study))

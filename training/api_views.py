@@ -9,7 +9,8 @@ PATCH studies/{id}/settings/                                 {"selector", "model
 Researchers of the study only (401 anonymous, 404 missing study, 403 anyone else), except predict, which
 an annotator may call about THEMSELF: any other annotator id is 404 to them, so an annotator can never learn
 about another annotator, not even whether the id exists. Authentication, pagination and error bodies are
-the same as feedback.api_views (the base classes come from there).
+the same as feedback.api_views (the base classes come from there); the researcher-only views take
+feedback.permissions.StudyResearcherMixin, like every researcher-only API view.
 """
 
 from __future__ import annotations
@@ -21,13 +22,10 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from feedback import selectors
-from feedback.api_views import (
-    ChorusAPIView,
-    ChorusListAPIView,
-    _errors,
-    _get_study_for_researcher,
-)
+from feedback.api_errors import error_responses
+from feedback.api_views import ChorusAPIView, ChorusListAPIView
 from feedback.models import Annotator, Candidate
+from feedback.permissions import StudyResearcherMixin
 from feedback.serializers import StudySerializer
 from training import selectors as training_selectors
 from training import services
@@ -46,7 +44,7 @@ from training.serializers import (
 _NO_MODEL = {409: OpenApiResponse(description="No model has been trained for this study yet")}
 
 
-class RetrainView(ChorusAPIView):
+class RetrainView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(
         summary="Retrain the study's global model now (researchers of the study)",
         description="Queues a training job on the `gpu` queue over every judgment so far and returns at once. "
@@ -55,10 +53,10 @@ class RetrainView(ChorusAPIView):
         "one; follow it with GET studies/{id}/models/. 400 when the study has fewer than 2 non-tie judgments "
         "outside the held-out slice (nothing to learn from yet).",
         request=RetrainRequestSerializer,
-        responses={202: RetrainResultSerializer, **_errors(400, 401, 403, 404)},
+        responses={202: RetrainResultSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         serializer = RetrainRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -74,7 +72,7 @@ class RetrainView(ChorusAPIView):
         return Response(RetrainResultSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
-class ModelVersionListView(ChorusListAPIView):
+class ModelVersionListView(StudyResearcherMixin, ChorusListAPIView):
     serializer_class = ModelVersionSerializer
 
     @extend_schema(
@@ -82,10 +80,10 @@ class ModelVersionListView(ChorusListAPIView):
         description="status: queued | training | ready (trained, not better than the active one) | active | "
         "failed | retired. metrics holds held-out accuracy overall and per profile group, personalized vs "
         "population. `page` / `page_size` paginate.",
-        responses={200: ModelVersionSerializer(many=True), **_errors(401, 403, 404)},
+        responses={200: ModelVersionSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         page = self.paginate_queryset(ModelVersion.objects.filter(study=study).order_by("-created_at", "-id"))
         return self.get_paginated_response(ModelVersionSerializer(page, many=True).data)
 
@@ -115,7 +113,7 @@ class PredictView(ChorusAPIView):
             OpenApiParameter("a", OpenApiTypes.INT, required=True, description="Candidate id"),
             OpenApiParameter("b", OpenApiTypes.INT, required=True, description="Candidate id (same prompt)"),
         ],
-        responses={200: PredictionSerializer, **_errors(400, 401, 403, 404), **_NO_MODEL},
+        responses={200: PredictionSerializer, **error_responses(400, 401, 403, 404), **_NO_MODEL},
     )
     def get(self, request, pk: int, aid: int):
         annotator = _get_annotator_for_predict(request, pk, aid)
@@ -137,16 +135,16 @@ class PredictView(ChorusAPIView):
         return Response(PredictionSerializer(out).data)
 
 
-class CandidateListView(ChorusListAPIView):
+class CandidateListView(StudyResearcherMixin, ChorusListAPIView):
     serializer_class = StudyCandidateSerializer
 
     @extend_schema(
         summary="The study's candidates (researchers of the study)",
         description="Ordered by prompt, then candidate. `page` / `page_size` (max 1000) paginate.",
-        responses={200: StudyCandidateSerializer(many=True), **_errors(401, 403, 404)},
+        responses={200: StudyCandidateSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         qs = (
             Candidate.objects.filter(prompt__study=study)
             .select_related("prompt")
@@ -157,17 +155,17 @@ class CandidateListView(ChorusListAPIView):
         return self.get_paginated_response(StudyCandidateSerializer(page, many=True).data)
 
 
-class TrainingSettingsView(ChorusAPIView):
+class TrainingSettingsView(StudyResearcherMixin, ChorusAPIView):
     @extend_schema(
         summary="Set the study's pair selector and model kind (researchers of the study)",
         description="selector: one of the registered selectors (random, uncertainty, info_gain, mixed); "
         "model_kind: bt | vpl | pal. Both optional. The model kind applies from the next retrain; the "
         "active version keeps serving until then. Returns the study, as GET /studies/{id}/ does.",
         request=TrainingSettingsSerializer,
-        responses={200: StudySerializer, **_errors(400, 401, 403, 404)},
+        responses={200: StudySerializer, **error_responses(400, 401, 403, 404)},
     )
     def patch(self, request, pk: int):
-        study = _get_study_for_researcher(request, pk)
+        study = self.get_study()
         serializer = TrainingSettingsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         study = services.study_training_settings_update(study=study, **serializer.validated_data)

@@ -204,7 +204,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     # Every API error, on every endpoint (exports, dashboard, downloads too): {"detail": ..., "errors": {...}}.
-    "EXCEPTION_HANDLER": "feedback.api_views.api_exception_handler",
+    "EXCEPTION_HANDLER": "feedback.api_errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -282,6 +282,18 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, dict[str, int]]] = {
         "json",
         {"anonymous": 401, "annotator": 403, "other_annotator": 403, "researcher": 200, "other_researcher": 403},
     ),
+    # Exports (feedback.api_exports) take the project's default authentication, session first: an anonymous
+    # caller gets 403, not 401 (no WWW-Authenticate challenge to send).
+    **{
+        f"export {kind}": (
+            "get",
+            f"/studies/{{study}}/export/{suffix}",
+            None,
+            "json",
+            {"anonymous": 403, "annotator": 403, "other_annotator": 403, "researcher": 200, "other_researcher": 403},
+        )
+        for kind, suffix in (("judgments", ""), ("profiles", "profiles/"), ("ratings", "ratings/"))
+    },
 }
 
 CASES = [(name, role) for name in ENDPOINTS for role in ROLES]
