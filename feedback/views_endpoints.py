@@ -6,22 +6,22 @@
     POST     /studies/<pk>/design                     save the design (judgment types, conversations, QC)
     POST     /studies/<pk>/attention-checks           add gold/attention pairs
 
-An endpoint's API key is write-only: the page says whether one is set, never what it is.
+Every page is `@researcher_study_required` (feedback.decorators). An endpoint's API key is write-only: the
+page says whether one is set, never what it is.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
 
 from feedback import conversations as conv
 from feedback import services
+from feedback.decorators import researcher_study_required
 from feedback.forms_endpoints import DesignForm, EndpointForm
 from feedback.models import Candidate, ModelEndpoint, Pair, Study
-from feedback.views_research import HtmxHttpRequest, _forbid_annotators, _get_study_for_researcher
+from feedback.views_research import HtmxHttpRequest
 
 
 def _design_initial(study: Study) -> dict:
@@ -50,11 +50,8 @@ def _page(request: HtmxHttpRequest, study: Study, *, endpoint_form: EndpointForm
     return render(request, "feedback/research/study_models.html", context, status=status)
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def study_models(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    _forbid_annotators(request)
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["GET", "POST"])
+def study_models(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     if request.method == "POST":
         form = EndpointForm(request.POST)
         if form.is_valid():
@@ -73,36 +70,25 @@ def study_models(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _page(request, study)
 
 
-def _get_endpoint(request: HtmxHttpRequest, pk: int, endpoint_id: int) -> ModelEndpoint:
-    _forbid_annotators(request)
-    study = _get_study_for_researcher(request, pk)
-    return get_object_or_404(ModelEndpoint, pk=endpoint_id, study=study)
-
-
-@login_required
-@require_POST
-def endpoint_test(request: HtmxHttpRequest, pk: int, endpoint_id: int) -> HttpResponse:
-    endpoint = _get_endpoint(request, pk, endpoint_id)
+@researcher_study_required(methods=["POST"])
+def endpoint_test(request: HtmxHttpRequest, study: Study, endpoint_id: int) -> HttpResponse:
+    endpoint = get_object_or_404(ModelEndpoint, pk=endpoint_id, study=study)
     check = conv.endpoint_test(endpoint=endpoint)
     if not request.htmx:
         (messages.success if check.ok else messages.error)(request, f"{endpoint.name}: {check.message}")
-        return redirect("feedback:study_models", pk=pk)
+        return redirect("feedback:study_models", pk=study.pk)
     return render(request, "feedback/research/study_models.html#test-result", {"check": check, "endpoint": endpoint})
 
 
-@login_required
-@require_POST
-def endpoint_active(request: HtmxHttpRequest, pk: int, endpoint_id: int) -> HttpResponse:
-    endpoint = _get_endpoint(request, pk, endpoint_id)
+@researcher_study_required(methods=["POST"])
+def endpoint_active(request: HtmxHttpRequest, study: Study, endpoint_id: int) -> HttpResponse:
+    endpoint = get_object_or_404(ModelEndpoint, pk=endpoint_id, study=study)
     conv.endpoint_set_active(endpoint=endpoint, active=request.POST.get("active") == "1")
-    return redirect("feedback:study_models", pk=pk)
+    return redirect("feedback:study_models", pk=study.pk)
 
 
-@login_required
-@require_POST
-def study_design(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    _forbid_annotators(request)
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["POST"])
+def study_design(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     form = DesignForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
@@ -122,11 +108,8 @@ def study_design(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _page(request, study, design_form=form, status=400)
 
 
-@login_required
-@require_POST
-def attention_checks(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    _forbid_annotators(request)
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["POST"])
+def attention_checks(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     try:
         n = int(request.POST.get("n", "3"))
         services.study_add_attention_checks(study=study, n=n)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
 from feedback import exports, selectors
+from feedback.decorators import researcher_study_required
+from feedback.models import Study
 
 
-@login_required
-def study_export(request: HttpRequest, pk: int) -> HttpResponse:
-    study = selectors.get_study_for_researcher(user=request.user, pk=pk)
+@researcher_study_required
+def study_export(request: HttpRequest, study: Study) -> HttpResponse:
     judgments_url = reverse("api-study-export", args=[study.pk])
     profiles_url = reverse("api-study-export-profiles", args=[study.pk])
     context = {

@@ -1,7 +1,8 @@
 """Researcher pages: study list, creation, the study page (live counts, join link) and file import.
 
-Every page needs a login; study pages open with `_get_study_for_researcher` (404 / 403), creating a
-study needs `selectors.is_researcher`. Writes go through feedback.services, reads through selectors.
+Every page needs a login; study pages are `@researcher_study_required` (feedback.decorators: login, 404 /
+403, the view gets the study), creating a study needs `selectors.is_researcher`. Writes go through
+feedback.services, reads through selectors.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
 from feedback import selectors, services
+from feedback.decorators import researcher_study_required
 from feedback.forms_research import (
     SETTINGS_FIELDS,
     ImportForm,
@@ -74,11 +76,6 @@ def _forbid_annotators(request: HttpRequest) -> None:
     # Annotator accounts (one per join) never see the researcher area.
     if selectors.annotator_for_user(request.user) is not None:
         raise PermissionDenied("annotator accounts have no access to researcher pages")
-
-
-def _get_study_for_researcher(request: HttpRequest, pk: int) -> Study:
-    """The study, or 404 when it does not exist and 403 when the user is not one of its researchers."""
-    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _prolific_url(study: Study) -> str:
@@ -151,20 +148,17 @@ def _render_detail(
     return render(request, "feedback/research/study_detail.html", context, status=status)
 
 
-@login_required
-def study_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required
+def study_detail(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     if request.htmx:
         # The counts section polls this URL every few seconds.
         return render(request, "feedback/research/study_detail.html#counts", _detail_context(study))
     return _render_detail(request, study)
 
 
-@login_required
-@require_POST
-def study_settings(request: HttpRequest, pk: int) -> HttpResponse:
+@researcher_study_required(methods=["POST"])
+def study_settings(request: HttpRequest, study: Study) -> HttpResponse:
     """The settings card's form: every setting at once; errors re-render the page with the card open."""
-    study = _get_study_for_researcher(request, pk)
     form = StudySettingsForm(request.POST)
     if form.is_valid():
         try:
@@ -178,11 +172,9 @@ def study_settings(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_detail(request, study, settings_form=form, status=400)
 
 
-@login_required
-@require_POST
-def annotator_exclusion(request: HttpRequest, pk: int, annotator_id: int) -> HttpResponse:
+@researcher_study_required(methods=["POST"])
+def annotator_exclusion(request: HttpRequest, study: Study, annotator_id: int) -> HttpResponse:
     """Exclude an annotator from training and exports, or include them again (the study page and dashboard)."""
-    study = _get_study_for_researcher(request, pk)
     annotator = get_object_or_404(Annotator, pk=annotator_id, study=study)
     exclude = request.POST.get("action") == "exclude"
     if request.POST.get("action") not in ("exclude", "include"):
@@ -201,10 +193,8 @@ def annotator_exclusion(request: HttpRequest, pk: int, annotator_id: int) -> Htt
     return redirect(back)
 
 
-@login_required
-@require_POST
-def study_status(request: HttpRequest, pk: int) -> HttpResponse:
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["POST"])
+def study_status(request: HttpRequest, study: Study) -> HttpResponse:
     form = StudyStatusForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Unknown status.")
@@ -214,10 +204,8 @@ def study_status(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("feedback:study_detail", pk=study.pk)
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def study_import(request: HttpRequest, pk: int) -> HttpResponse:
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["GET", "POST"])
+def study_import(request: HttpRequest, study: Study) -> HttpResponse:
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
     else:

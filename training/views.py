@@ -12,15 +12,15 @@ import logging
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from feedback import selectors
+from feedback.decorators import researcher_study_required
 from feedback.models import Annotator, Judgment, Study
 from feedback.profile_schema import FIELDS_BY_NAME, STATED_PREFS, groupable_fields
 from training import downloads
@@ -35,11 +35,6 @@ _STATED_LABELS = dict(STATED_PREFS)
 
 
 # --- access helpers ---------------------------------------------------------------------------------
-
-
-def _get_study_for_researcher(request: HttpRequest, pk: int) -> Study:
-    """The study, or 404 when it does not exist and 403 unless the user is one of its researchers."""
-    return selectors.get_study_for_researcher(user=request.user, pk=pk)
 
 
 def _get_own_annotator(request: HttpRequest, slug: str) -> Annotator:
@@ -140,10 +135,8 @@ def _tables(study: Study, data: dict[str, Any]) -> dict[str, Any]:
 # --- pages ------------------------------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
-    study = _get_study_for_researcher(request, pk)
+@researcher_study_required(methods=["GET"])
+def dashboard(request: HttpRequest, study: Study) -> HttpResponse:
     group_by = request.GET.get("group_by") or DEFAULT_GROUP_BY
     status = 200
     if group_by not in groupable_fields():
@@ -215,11 +208,9 @@ def train_panel_context(study: Study, *, error: str = "") -> dict[str, Any]:
     }
 
 
-@login_required
-@require_POST
-def train_now(request: HttpRequest, pk: int) -> HttpResponse:
+@researcher_study_required(methods=["POST"])
+def train_now(request: HttpRequest, study: Study) -> HttpResponse:
     """Queue a retrain of the study's model now (idempotent while one runs); htmx swaps the panel."""
-    study = _get_study_for_researcher(request, pk)
     error = ""
     try:
         training_services.model_version_request(study=study)
@@ -236,9 +227,7 @@ def train_now(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "training/_train_panel.html", train_panel_context(study, error=error))
 
 
-@login_required
-@require_GET
-def train_status(request: HttpRequest, pk: int) -> HttpResponse:
+@researcher_study_required(methods=["GET"])
+def train_status(request: HttpRequest, study: Study) -> HttpResponse:
     """The panel alone: the page polls this every few seconds while a run is queued or training."""
-    study = _get_study_for_researcher(request, pk)
     return render(request, "training/_train_panel.html", train_panel_context(study))
