@@ -1,0 +1,55 @@
+"""The guard's second fit process: same models as in-process, and a failed child costs nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from personalization.parallel import Beside, can_fork
+from personalization.train import _fit
+
+from .conftest import make_data, small_config
+
+needs_fork = pytest.mark.skipif(not can_fork(torch.device("cpu")), reason="needs fork and 2+ cores")
+
+
+@needs_fork
+def test_it_fits_the_same_model_in_a_forked_process():
+    data, _profiles, _direction, _types = make_data(n_users=6, per_user=10, seed=4)
+    cfg = small_config(guard=False)
+    job = Beside(_fit, "bt", data, None, cfg, torch.device("cpu"), 3)
+    assert job.forked
+    here = _fit("bt", data, None, cfg, torch.device("cpu"), 3)
+    there = job.result()
+    assert there.info["n_pairs"] == len(data)
+    for (name, a), (_, b) in zip(here.state_dict().items(), there.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+_PARENT = os.getpid()
+
+
+def _fails_in_a_child(x: int) -> int:
+    if os.getpid() != _PARENT:
+        raise RuntimeError("boom in the child")
+    return x * 2
+
+
+@needs_fork
+def test_it_runs_the_function_here_when_the_child_fails(caplog):
+    job = Beside(_fails_in_a_child, 21)
+    assert job.forked
+    assert job.result() == 42
+    assert "boom in the child" in caplog.text
+
+
+def test_it_runs_in_this_process_when_disabled():
+    job = Beside(_fails_in_a_child, 4, enabled=False)
+    assert not job.forked
+    assert job.result() == 8
+
+
+def test_it_never_forks_for_cuda():
+    assert not can_fork(torch.device("cuda"))
