@@ -45,7 +45,6 @@ from feedback.permissions import (
     IsAnnotator,
     IsResearcher,
     StudyResearcherMixin,
-    annotator_of,
 )
 from feedback.profile_schema import FIELDS_BY_NAME, PREFER_NOT, ProfileError
 from feedback.serializers import (
@@ -100,7 +99,7 @@ def _get_study(pk: int) -> Study:
 
 def _get_annotator(request) -> Annotator:
     """The caller's annotator (IsAnnotator has looked it up already)."""
-    annotator = getattr(request, "annotator", None) or annotator_of(request.user)
+    annotator = getattr(request, "annotator", None) or selectors.annotator_of(request.user)
     if annotator is None:
         raise PermissionDenied(IsAnnotator.message)
     return annotator
@@ -262,7 +261,7 @@ class JoinView(ChorusAPIView):
 
     @staticmethod
     def _join(request, study: Study, data: dict[str, Any]) -> tuple[Annotator, bool]:
-        annotator = annotator_of(request.user)
+        annotator = selectors.annotator_of(request.user)
         if annotator is not None and annotator.study_id == study.pk and study.is_open():
             return annotator, False  # authenticated by their own token or session
         try:

@@ -4,7 +4,8 @@ Two kinds of callers: researchers (staff accounts, session or token) and annotat
 token from POST /studies/{id}/join/). "Researcher of this study" is IsStudyResearcher with
 StudyResearcherMixin, on every researcher-only API view (the rule itself is
 feedback.selectors.get_study_for_researcher; HTML pages use feedback.decorators.researcher_study_required).
-"Annotator of this study" is checked by the annotator helpers in feedback.api_views.
+"This annotator's own data" is feedback.selectors.own_annotator (predict, the reward-model download, the
+WebSocket consumer); the annotator endpoints under /api/v1/me/ and next-pair take IsAnnotator.
 """
 
 from __future__ import annotations
@@ -126,14 +127,6 @@ class AnnotatorTokenAuthentication(TokenAuthentication):
 set_override(AnnotatorTokenAuthentication, "suppress_collision_warning", True)
 
 
-def annotator_of(user):
-    """The user's annotator: taken from what the token query already loaded, else looked up."""
-    cache = getattr(getattr(user, "_state", None), "fields_cache", {})
-    if "annotator" in cache:
-        return cache["annotator"]
-    return selectors.annotator_for_user(user)
-
-
 class IsResearcher(BasePermission):
     """May create studies: superusers and members of the "researchers" group."""
 
@@ -193,5 +186,5 @@ class IsAnnotator(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         if not hasattr(request, "annotator"):
-            request.annotator = annotator_of(request.user) if request.user.is_authenticated else None
+            request.annotator = selectors.annotator_of(request.user) if request.user.is_authenticated else None
         return request.annotator is not None

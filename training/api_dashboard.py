@@ -11,6 +11,7 @@ annotator may download their OWN reward model. 409 while the study has no traine
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -24,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback import selectors
-from feedback.models import Annotator, Study
+from feedback.models import Annotator
 from feedback.permissions import StudyResearcherMixin
 from feedback.profile_schema import groupable_fields
 from training import downloads
@@ -57,13 +58,6 @@ class _StudyAPIView(APIView):
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonErrorsAnyAccept
-
-    def study(self, pk: int) -> Study:
-        """The study whoever asks: for the view with its own rule (reward-model); the rest use get_study()."""
-        study = Study.objects.filter(pk=pk).first()
-        if study is None:
-            raise NotFound("no such study")
-        return study
 
     def group_by(self, request: Request) -> str:
         field = request.query_params.get("group_by") or DEFAULT_GROUP_BY
@@ -105,14 +99,19 @@ class AnnotatorRewardModelView(_StudyAPIView):
         "posterior under the active model version, with a README.md on loading it.",
     )
     def get(self, request: Request, pk: int, aid: int) -> HttpResponse | Response:
-        study = self.study(pk)
-        own = selectors.annotator_for_user(request.user)
-        is_self = own is not None and own.pk == aid and own.study_id == study.pk
-        if not is_self and not study.has_researcher(request.user):
-            if own is not None:
-                # An annotator must not even learn whether another annotator exists (same as predict/).
-                raise NotFound("no such annotator in this study")
-            raise PermissionDenied("only the study's researchers and the annotator themselves may download this")
+        own = selectors.own_annotator(user=request.user, study_id=pk, annotator_id=aid)
+        if own is not None:
+            study = own.study
+        else:
+            try:
+                study = selectors.get_study_for_researcher(user=request.user, pk=pk)
+            except DjangoPermissionDenied as exc:
+                if selectors.annotator_of(request.user) is not None:
+                    # An annotator must not even learn whether another annotator exists (same as predict/).
+                    raise NotFound("no such annotator in this study") from exc
+                raise PermissionDenied(
+                    "only the study's researchers and the annotator themselves may download this"
+                ) from exc
         annotator = Annotator.objects.filter(pk=aid, study=study).select_related("study", "profile").first()
         if annotator is None:
             raise NotFound("no such annotator in this study")

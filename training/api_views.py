@@ -15,6 +15,8 @@ feedback.permissions.StudyResearcherMixin, like every researcher-only API view.
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -90,13 +92,16 @@ class ModelVersionListView(StudyResearcherMixin, ChorusListAPIView):
 
 def _get_annotator_for_predict(request, pk: int, aid: int) -> Annotator:
     """Researchers of the study may ask about any of its annotators; an annotator only about themself."""
-    own = selectors.annotator_for_user(request.user)
+    own = selectors.own_annotator(user=request.user, study_id=pk, annotator_id=aid)
     if own is not None:
-        # An annotator: anything but their own id in their own study is "not found".
-        if own.study_id != pk or own.pk != aid:
-            raise NotFound("no such annotator")
         return own
-    study = selectors.get_study_for_researcher(user=request.user, pk=pk)
+    try:
+        study = selectors.get_study_for_researcher(user=request.user, pk=pk)
+    except (Http404, PermissionDenied):
+        if selectors.annotator_of(request.user) is not None:
+            # An annotator: anything but their own id in their own study is "not found", study or not.
+            raise NotFound("no such annotator") from None
+        raise
     annotator = Annotator.objects.filter(pk=aid, study=study).select_related("study", "profile").first()
     if annotator is None:
         raise NotFound("no such annotator in this study")

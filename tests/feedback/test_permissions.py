@@ -66,19 +66,54 @@ def test_it_lists_only_views_that_are_routed():
     assert NOT_RESEARCHER_ONLY <= {cls for _, cls in _study_api_views()}
 
 
-def test_it_asks_the_access_rule_only_through_the_permission_and_the_decorator():
-    # Predict mixes two rules (researcher, or the annotator themself) and asks the selector for the first.
-    allowed = {"feedback/selectors.py", "feedback/permissions.py", "feedback/decorators.py", "training/api_views.py"}
+# Who may ask the researcher rule (selectors.get_study_for_researcher) or the model's membership test under it
+# (Study.has_researcher) directly, and why; everyone else goes through the permission or the decorator. A
+# module that defines its own _get_study_for_researcher (the wrappers that are gone) counts as a caller.
+RULE_CALLERS = {
+    "get_study_for_researcher": {
+        "feedback/selectors.py",
+        "feedback/permissions.py",
+        "feedback/decorators.py",
+        # Two rules mixed (a researcher of the study, or the annotator themself): the researcher half.
+        "feedback/consumers.py",
+        "training/api_views.py",  # predict
+        "training/api_dashboard.py",  # an annotator's reward-model download
+    },
+    # Not an access check: the demo seeding makes sure its own user is on the demo study.
+    "has_researcher": {"feedback/selectors.py", "feedback/management/commands/seed_demo.py"},
+}
+
+
+def _names_used(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "_get_study_for_researcher":
+            names.add("_get_study_for_researcher:def")
+    return names
+
+
+@pytest.mark.parametrize("rule", list(RULE_CALLERS))
+def test_it_asks_the_access_rule_only_through_the_permission_and_the_decorator(rule):
+    allowed = RULE_CALLERS[rule]
     callers = set()
-    for path in [*(ROOT / "feedback").rglob("*.py"), *(ROOT / "training").rglob("*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute | ast.Name) and "get_study_for_researcher" in (
-                getattr(node, "attr", None), getattr(node, "id", None)
-            ):
-                callers.add(str(path.relative_to(ROOT)))
-            elif isinstance(node, ast.FunctionDef) and node.name == "_get_study_for_researcher":
-                callers.add(str(path.relative_to(ROOT)))
+    # The consumers and the ASGI routing (config/) too: a WebSocket must not grow a rule of its own.
+    for path in [path for app in ("feedback", "training", "config") for path in (ROOT / app).rglob("*.py")]:
+        names = _names_used(path)
+        if rule in names or (rule == "get_study_for_researcher" and "_get_study_for_researcher:def" in names):
+            callers.add(str(path.relative_to(ROOT)))
     assert callers <= allowed, sorted(callers - allowed)
+
+
+def test_it_lets_the_consumer_ask_the_one_rule():
+    from feedback import consumers
+
+    source = Path(consumers.__file__).read_text()
+    assert "selectors.get_study_for_researcher" in source and "selectors.own_annotator" in source
+    assert "has_researcher" not in source and "Annotator.objects" not in source
 
 
 @pytest.mark.django_db

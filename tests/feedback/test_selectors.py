@@ -1,4 +1,4 @@
-"""feedback/selectors.py: the one access rule for a study's researcher pages and API calls."""
+"""feedback/selectors.py: the access rules (a study's researchers; an annotator's own data)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from feedback.selectors import get_study_for_researcher
+from feedback.selectors import annotator_of, get_study_for_researcher, own_annotator
 from tests.factories import AnnotatorFactory, ResearcherFactory, StudyFactory, UserFactory
 
 
@@ -44,3 +44,33 @@ def test_it_refuses_an_annotator_account_even_when_listed_as_researcher():
 def test_it_says_404_for_a_study_that_does_not_exist():
     with pytest.raises(Http404, match="no such study"):
         get_study_for_researcher(user=ResearcherFactory(), pk=999_999)
+
+
+@pytest.mark.django_db
+def test_it_gives_an_annotator_their_own_record_in_their_own_study_only():
+    study = StudyFactory()
+    annotator = AnnotatorFactory(study=study)
+    other = AnnotatorFactory(study=study)
+    user = annotator.user
+    assert own_annotator(user=user, study_id=study.pk) == annotator
+    assert own_annotator(user=user, study_id=study.pk, annotator_id=annotator.pk) == annotator
+    assert own_annotator(user=user, study_id=study.pk, annotator_id=other.pk) is None
+    assert own_annotator(user=user, study_id=StudyFactory().pk) is None
+
+
+@pytest.mark.django_db
+def test_it_has_no_own_annotator_for_anyone_but_annotators():
+    study = StudyFactory()
+    for user in (AnonymousUser(), study.created_by, UserFactory(is_superuser=True)):
+        assert own_annotator(user=user, study_id=study.pk) is None
+
+
+@pytest.mark.django_db
+def test_it_takes_the_annotator_the_token_query_loaded_without_a_query(django_assert_num_queries):
+    annotator = AnnotatorFactory()
+    user = type(annotator.user).objects.select_related("annotator").get(pk=annotator.user.pk)
+    with django_assert_num_queries(0):
+        assert annotator_of(user) == annotator
+        assert own_annotator(user=user, study_id=annotator.study_id) == annotator
+    with django_assert_num_queries(1):
+        assert annotator_of(UserFactory.build(pk=annotator.user.pk)) == annotator

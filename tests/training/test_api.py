@@ -166,6 +166,23 @@ def test_an_annotator_never_learns_about_another_annotator(study, researcher):
 
 
 @pytest.mark.django_db
+def test_predict_answers_each_kind_of_refusal_as_before(study, researcher, other_annotator):
+    me = AnnotatorFactory(study=study)
+    a, b = _two_candidates(study)
+
+    def get(user, pk: int, aid: int):
+        response = client_for(user).get(f"/api/v1/studies/{pk}/annotators/{aid}/predict/", {"a": a.pk, "b": b.pk})
+        return response.status_code, response.json()["detail"]
+
+    # An annotator of another study, even about a study that does not exist: "no such annotator".
+    assert get(other_annotator.user, study.pk, me.pk) == (404, "no such annotator")
+    assert get(me.user, study.pk + 10_000, me.pk) == (404, "no such annotator")
+    assert get(ResearcherFactory(), study.pk, me.pk) == (403, "you are not a researcher of this study")
+    assert get(researcher, study.pk + 10_000, me.pk) == (404, "no such study")
+    assert get(researcher, study.pk, me.pk + 10_000) == (404, "no such annotator in this study")
+
+
+@pytest.mark.django_db
 def test_a_researcher_gets_404_for_another_studys_annotator(study, researcher, other_annotator):
     a, b = _two_candidates(study)
     url = f"/api/v1/studies/{study.pk}/annotators/{other_annotator.pk}/predict/"

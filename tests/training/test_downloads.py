@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from feedback.models import Candidate
-from tests.factories import ResearcherFactory, make_study_with_pairs
+from tests.factories import AnnotatorFactory, ResearcherFactory, make_study_with_pairs
 from tests.training.conftest import label_all
 from training import selectors, services
 from training.embeddings import prompt_text
@@ -265,6 +265,26 @@ def test_the_own_model_page_says_when_there_is_no_model(annotator, study):
     download = _client(annotator.user).get(reverse("training:my_model_download", args=[study.slug]))
     assert download.status_code == 409
     assert "no reward model has been trained" in download.content.decode().lower()
+
+
+@pytest.mark.django_db
+def test_it_answers_each_caller_of_the_reward_model_download_as_before(study, researcher, other_annotator):
+    me, other = AnnotatorFactory(study=study), AnnotatorFactory(study=study)
+
+    def get(user, pk: int, aid: int):
+        response = _client(user).get(reverse("api-annotator-reward-model", args=[pk, aid]))
+        return response.status_code, response.json().get("detail")
+
+    assert get(me.user, study.pk, me.pk)[0] == 409  # their own: allowed (nothing trained yet)
+    assert get(researcher, study.pk, other.pk)[0] == 409
+    # An annotator asking about anyone else, or from another study: the same 404, existing id or not.
+    hidden = (404, "no such annotator in this study")
+    assert get(me.user, study.pk, other.pk) == get(me.user, study.pk, other.pk + 10_000) == hidden
+    assert get(other_annotator.user, study.pk, me.pk) == hidden
+    refused = (403, "only the study's researchers and the annotator themselves may download this")
+    assert get(ResearcherFactory(), study.pk, me.pk) == refused
+    assert get(researcher, study.pk + 10_000, me.pk) == (404, "no such study")
+    assert get(other_annotator.user, study.pk + 10_000, me.pk) == (404, "no such study")
 
 
 @pytest.mark.django_db
