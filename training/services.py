@@ -6,7 +6,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import secrets
 import shutil
 import threading
@@ -266,11 +265,6 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
     config = FitConfig(progress=False, mixture_max_k=settings.CHORUS_MIXTURE_MAX_K)
     if getattr(settings, "CHORUS_FIT_EPOCHS", 0):  # tests train a few epochs only (config.settings.test)
         config.epochs = settings.CHORUS_FIT_EPOCHS
-    slow = float(os.environ.get("CHORUS_TEST_SLOW_FIT_SECONDS") or 0)
-    if slow > 0:
-        # Test-only: stretches the fit so tests/training/test_worker.py can kill a worker mid-training.
-        # Never set it in a deployment.
-        time.sleep(slow)
     return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
 
 
