@@ -6,8 +6,8 @@
 
 ``personalization_bench.py`` feeds the models synthetic embedding vectors. This harness checks the same
 targets the way a user of the tool meets them: generated responses with visible attributes (length,
-hedging, humour, markdown; ``training.simulation.synthetic_response``) are written as JSONL, simulated
-annotators with known tastes over those attributes label them (``training.simulation`` populations:
+hedging, humour, markdown; ``personalization.synthetic_text.synthetic_response``) are written as JSONL, simulated
+annotators with known tastes over those attributes label them (``personalization.synthetic_text`` populations:
 types, individual spread, PRISM-style profiles correlated with type), and the models are trained and
 queried by the CLI as subprocesses — the real all-MiniLM-L6-v2 encoder, the real file formats. Accuracy
 is expected accuracy against each user's true preference probabilities, relative to Bayes-optimal.
@@ -56,19 +56,21 @@ class TextBenchConfig:
 
 
 def _populations() -> dict[str, Any]:
-    from training.simulation import ATTRIBUTES, Population, UserType, opposite, pluralistic
+    from personalization.synthetic import Population, UserType
+    from personalization.synthetic_text import ATTRIBUTES, opposite, pluralistic
 
     def homogeneous(label_scale: float = 1.5) -> Population:
         one = UserType("everyone", {"length": 0.8, "caution": 0.6, "humor": -0.5, "markdown": 0.7}, 1.0,
                        {"age": "35-44", "gender": "female"})
-        return Population([one], ATTRIBUTES, label_scale=label_scale, individual_std=0.05, name="homogeneous")
+        return Population.of_types([one], ATTRIBUTES, label_scale=label_scale, individual_std=0.05,
+                                   name="homogeneous")
 
     return {"pluralistic": pluralistic, "opposite": opposite, "homogeneous": homogeneous}
 
 
 def make_content(n_prompts: int, rng: random.Random) -> tuple[list[str], list[list[str]], np.ndarray]:
     """Prompts, their responses (one per attribute combination) and z-scored attributes (P, R, A)."""
-    from training.simulation import TOPICS, synthetic_response
+    from personalization.synthetic_text import TOPICS, synthetic_response
 
     combos = [(ln, c, h, m) for ln in range(3) for c in range(4) for h in range(4) for m in range(2)]
     prompts, responses = [], []
@@ -94,8 +96,8 @@ def build_split(pop: Any, cfg: TextBenchConfig, folder: Path) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     prompts, responses, attrs = make_content(cfg.n_prompts, rng)
     n_resp = len(responses[0])
-    seen = pop.draw_users(cfg.n_train_users, rng, prefix="seen")
-    new = pop.draw_users(cfg.n_new_users, rng, prefix="new")
+    seen = pop.draw_users(cfg.n_train_users, rng, prefix="seen-")
+    new = pop.draw_users(cfg.n_new_users, rng, prefix="new-")
 
     def diff(pairs: list[tuple[int, int, int]]) -> np.ndarray:
         return np.asarray([attrs[p, a] - attrs[p, b] for p, a, b in pairs])
@@ -204,9 +206,9 @@ def markdown(results: list[dict[str, Any]], cfg: TextBenchConfig, command: str, 
         f"Command: `{command}`  ",
         f"Machine: {machine}. Date: {date}.  ",
         f"Data: {cfg.n_prompts} prompts × 96 generated responses (every combination of length 3 × hedging 4 × "
-        f"humour 4 × markdown 2; `training.simulation.synthetic_response`), {cfg.n_train_users} seen users × "
+        f"humour 4 × markdown 2; `personalization.synthetic_text.synthetic_response`), {cfg.n_train_users} seen users × "
         f"{cfg.pairs_per_user} labelled pairs, {cfg.n_new_users} new users, {cfg.test_pairs} test pairs per "
-        "user. Users: `training.simulation` populations (`pluralistic`: 4 types, individual spread 30% of the "
+        "user. Users: `personalization.synthetic_text` populations (`pluralistic`: 4 types, individual spread 30% of the "
         "type's weights, profiles half-typical; `opposite`: a 70/30 split on length; `homogeneous`: one "
         "shared taste, 5% spread).",
         "",

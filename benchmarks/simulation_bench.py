@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/simulation_bench.py --write BENCHMARKS.md   # also update that section
 
 Runs in a throwaway PostgreSQL database (config.settings.test, eager Celery): creates a study of
-generated responses with controlled attributes (training.simulation.synthetic_study_lines), runs the
-`manage.py simulate` protocol for each strategy on the same simulated annotators, and reports
+generated responses with controlled attributes (personalization.synthetic_text.synthetic_study_lines), runs the
+simulation protocol (benchmarks/simulation_protocol.py) for each strategy on the same simulated annotators, and reports
 learning curves, labels needed to reach 90% of the Bayes-optimal accuracy, and the latency of
 next-pair selection (assignment_next) and judgment → posterior updated (judgment_create with the eager
 posterior update) as measured inside that run.
@@ -55,7 +55,7 @@ def _setup_db(name: str):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from training.simulation import SimulationConfig, create_synthetic_study, run_simulation
+    from simulation_protocol import SimulationConfig, create_synthetic_study, run_simulation
 
     out: dict[str, Any] = {"runs": []}
     for kind in args.kinds.split(","):
@@ -118,7 +118,7 @@ def markdown(out: dict[str, Any], args: argparse.Namespace, command: str) -> str
         + (f"; load average {args.load}" if args.load else "") + ").",
         "Each run uses a fresh throwaway database and its own artifact folder.",
         "",
-        "Protocol (training/simulation.py, `manage.py simulate`): a study of generated short responses with",
+        "Protocol (benchmarks/simulation_protocol.py): a study of generated short responses with",
         "controlled visible attributes (length, caution, humour, markdown; metadata-driven) and all pairs per",
         f"prompt ({args.prompts} prompts × 8 responses); a pluralistic population of 4 types (concise 35%,",
         "thorough 30%, playful 20%, careful 15%; individual spread 30% of the type's weight norm) with",

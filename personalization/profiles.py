@@ -29,6 +29,24 @@ MISSING_VALUES = frozenset(
 # Keys that never become features.
 IGNORED_KEYS = frozenset({"user_id", "id", "annotator_id"})
 
+# PRISM's eight stated-preference sliders (``stated_prefs``), in the order of feedback.profile_schema.STATED_PREFS.
+STATED_PREF_CODES: tuple[str, ...] = (
+    "values", "creativity", "fluency", "factuality", "diversity", "safety", "personalisation", "helpfulness",
+)
+# THE mapping from a stated preference to the visible response attribute (Candidate.metadata key, or
+# "key:value" for a categorical one) that reveals it, and the direction: +1 means someone who rates the
+# slider high should prefer MORE of the attribute, −1 less ("directly answering my request": shorter
+# answers). The dashboard's stated-vs-revealed table reads revealed preferences through it, and simulated
+# annotators' sliders echo their weights through it (personalization.synthetic), so the two cannot disagree.
+STATED_PREF_ATTRIBUTES: dict[str, tuple[str, float]] = {
+    "safety": ("caution", 1.0),
+    "creativity": ("humor", 1.0),
+    "diversity": ("stance:balanced", 1.0),
+    "factuality": ("accuracy:ok", 1.0),
+    "fluency": ("markdown", 1.0),
+    "helpfulness": ("length", -1.0),
+}
+
 
 @dataclass
 class ProfileConfig:

@@ -16,21 +16,16 @@ from django.db.models import Count
 
 from feedback.models import Annotator, Assignment, Candidate, Judgment, Pair, Study, text_hash
 from feedback.profile_schema import PREFER_NOT, STATED_PREFS, group_value, groupable_fields
+from personalization.profiles import STATED_PREF_ATTRIBUTES
 from training import stats
 from training.embeddings import load_vectors, prompt_text
 from training.models import AnnotatorPosterior, ModelVersion
 from training.selectors import active_version, load_version_model
 
 BOOTSTRAP_ROUNDS = 200
-# Which visible response attribute (Candidate.metadata) reveals each stated preference, where one does.
-STATED_TO_ATTRIBUTE = {
-    "safety": "caution",
-    "creativity": "humor",
-    "diversity": "stance:balanced",
-    "factuality": "accuracy:ok",
-    "fluency": "markdown",
-    "helpfulness": "length",
-}
+# Which visible response attribute reveals each stated preference, and in which direction, is
+# personalization.profiles.STATED_PREF_ATTRIBUTES: the one mapping, which the simulated annotators'
+# sliders (personalization.synthetic) echo too.
 _LENGTH = {"short": 0.0, "medium": 0.5, "long": 1.0}
 
 
@@ -157,11 +152,14 @@ def _attribute_value(meta: dict[str, Any], attr: str) -> float | None:
 
 
 def _revealed(study: Study, version: ModelVersion | None, annotator_ids: list[int]) -> dict[int, dict[str, float]]:
-    """Per annotator: correlation between their model's reward of each candidate and its visible attributes."""
+    """Per annotator and stated preference: correlation between their model's reward of each candidate and
+    the visible attribute that reveals the preference, signed so that positive means "prefers what a high
+    slider says" (for helpfulness, "directly answering": SHORTER answers)."""
     if version is None or not annotator_ids:
         return {}
     cands = list(Candidate.objects.filter(prompt__study=study).select_related("prompt")[:2000])
-    attrs = {name: [_attribute_value(c.metadata or {}, attr) for c in cands] for name, attr in STATED_TO_ATTRIBUTE.items()}
+    attrs = {name: [_attribute_value(c.metadata or {}, attr) for c in cands]
+             for name, (attr, _) in STATED_PREF_ATTRIBUTES.items()}
     attrs = {k: v for k, v in attrs.items() if sum(x is not None for x in v) >= 5}
     if not attrs:
         return {}
@@ -183,7 +181,8 @@ def _revealed(study: Study, version: ModelVersion | None, annotator_ids: list[in
             xs = np.array([values[i] if values[i] is not None else np.nan for i in ok])
             mask = ~np.isnan(xs)
             if mask.sum() >= 5 and xs[mask].std() > 0 and rewards[mask].std() > 0:
-                row[name] = float(np.corrcoef(xs[mask], rewards[mask])[0, 1])
+                sign = STATED_PREF_ATTRIBUTES[name][1]
+                row[name] = sign * float(np.corrcoef(xs[mask], rewards[mask])[0, 1])
         out[s.annotator_id] = row
     return out
 
@@ -381,6 +380,14 @@ def study_dashboard(study: Study, group_by: str = "gender") -> dict[str, Any]:
     return _clean(result)
 
 
+def _revealed_by(stated: str) -> str | None:
+    """The attribute that reveals a stated preference, "−" in front where less of it is what the slider asks."""
+    if stated not in STATED_PREF_ATTRIBUTES:
+        return None
+    attr, sign = STATED_PREF_ATTRIBUTES[stated]
+    return attr if sign > 0 else f"−{attr}"
+
+
 def _stated_vs_revealed(
     profiles: dict[int, dict], revealed: dict[int, dict[str, float]], groups: dict[int, str]
 ) -> dict[str, Any]:
@@ -405,7 +412,7 @@ def _stated_vs_revealed(
         attributes.append({
             "attribute": attr,
             "label": label,
-            "revealed_by": STATED_TO_ATTRIBUTE.get(attr),
+            "revealed_by": _revealed_by(attr),
             "n": len(pts),
             "correlation": corr([(s, r) for s, r, _ in pts]),
             "by_group": {g: {"n": len(v), "correlation": corr(v),

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import secrets
 import shutil
 import threading
@@ -266,11 +265,6 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
     config = FitConfig(progress=False, mixture_max_k=settings.CHORUS_MIXTURE_MAX_K)
     if getattr(settings, "CHORUS_FIT_EPOCHS", 0):  # tests train a few epochs only (config.settings.test)
         config.epochs = settings.CHORUS_FIT_EPOCHS
-    slow = float(os.environ.get("CHORUS_TEST_SLOW_FIT_SECONDS") or 0)
-    if slow > 0:
-        # Test-only: stretches the fit so tests/training/test_worker.py can kill a worker mid-training.
-        # Never set it in a deployment.
-        time.sleep(slow)
     return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
 
 
@@ -421,35 +415,81 @@ def _train_and_evaluate(version: ModelVersion) -> None:
         shutil.rmtree(final)
     tmp.rename(final)
 
-    with transaction.atomic():
-        current = ModelVersion.objects.select_for_update().filter(study=study, status=ModelVersion.Status.ACTIVE).first()
-        better = True
-        if current is not None and metrics.get("n_heldout"):
-            # Compare on THIS held-out slice, with the same user context, so the comparison is fair.
-            old = load_version_model(current)
-            old_metrics = _evaluate(old, train, held, profiles)
-            metrics["accuracy_active_before"] = old_metrics.get("accuracy")
-            better = metrics["accuracy"] >= old_metrics.get("accuracy", 0.0)
-        status = ModelVersion.Status.ACTIVE if better else ModelVersion.Status.READY
-        if better and current is not None:
-            current.status = ModelVersion.Status.RETIRED
-            current.save(update_fields=["status"])
-        ModelVersion.objects.filter(pk=version.pk).update(
-            status=status,
-            metrics=metrics,
-            artifact_path=str(final),
-            n_train=len(train_rows),
-            n_heldout=len(held_rows),
-            finished_at=timezone.now(),
-            error="",
-        )
-        if better:
-            from training.broker import publish
-            from training.tasks import refresh_study_posteriors
+    _activate_if_better(version, metrics, final, n_train=len(train_rows), n_heldout=len(held_rows),
+                        baseline=functools.partial(_evaluate, train=train, heldout=held, profiles=profiles))
 
-            # A lost message here only delays the refresh: the sweep catches lagging posteriors up.
-            transaction.on_commit(lambda: publish(lambda: refresh_study_posteriors.delay(study.pk),
-                                                  what=f"posterior refresh of study {study.pk}"))
+
+# Compare-and-set rounds before the last one, which compares while holding the lock (a study whose active
+# version changes under every comparison is pathological; the last round guarantees the job finishes).
+ACTIVATION_ROUNDS = 3
+
+
+def _activate_if_better(version: ModelVersion, metrics: dict[str, Any], artifact: Path, *, n_train: int,
+                        n_heldout: int, baseline: Any) -> None:
+    """Record the trained version and make it the active one if it is not worse than the active version.
+
+    ``baseline(model)`` evaluates a model on the new version's held-out slice with the same user context, so
+    the comparison is fair. That evaluation (load a model, predict every held-out judgment) is the slow part:
+    it runs with no lock held, and the row lock covers only the compare-and-set — the active version is still
+    the one compared with, so retire it and activate this one. If another version became active meanwhile,
+    compare again with that one. A newer version is never replaced by an older one.
+    """
+    study_id = version.study_id
+    for round_ in range(ACTIVATION_ROUNDS + 1):
+        seen = active_version(study_id)
+        before = _baseline_accuracy(version, seen, metrics, baseline)
+        with transaction.atomic():
+            current = (
+                ModelVersion.objects.select_for_update().filter(study_id=study_id, status=ModelVersion.Status.ACTIVE)
+                .first()
+            )
+            if (current and current.pk) != (seen and seen.pk):
+                if round_ < ACTIVATION_ROUNDS:
+                    continue  # another version was activated meanwhile: compare with that one (lock released)
+                before = _baseline_accuracy(version, current, metrics, baseline)  # the last round: under the lock
+            _record(version, current, before, metrics, artifact, n_train=n_train, n_heldout=n_heldout)
+            return
+
+
+def _baseline_accuracy(version: ModelVersion, current: ModelVersion | None, metrics: dict[str, Any],
+                       baseline: Any) -> float | None:
+    """The active version's held-out accuracy on the new version's slice (None: nothing to compare)."""
+    if current is None or current.pk > version.pk or not metrics.get("n_heldout"):
+        return None
+    return baseline(load_version_model(current)).get("accuracy")
+
+
+def _record(version: ModelVersion, current: ModelVersion | None, before: float | None, metrics: dict[str, Any],
+            artifact: Path, *, n_train: int, n_heldout: int) -> None:
+    """Under the row lock of the active version: store the outcome, activating (and retiring) if better."""
+    if current is not None and current.pk > version.pk:
+        better = False  # a newer version is active (this job was slow or redelivered): never replace it
+    elif current is not None and before is not None:
+        metrics["accuracy_active_before"] = before
+        better = metrics["accuracy"] >= before
+    else:
+        better = True
+    status = ModelVersion.Status.ACTIVE if better else ModelVersion.Status.READY
+    if better and current is not None:
+        current.status = ModelVersion.Status.RETIRED
+        current.save(update_fields=["status"])
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=status,
+        metrics=metrics,
+        artifact_path=str(artifact),
+        n_train=n_train,
+        n_heldout=n_heldout,
+        finished_at=timezone.now(),
+        error="",
+    )
+    if better:
+        from training.broker import publish
+        from training.tasks import refresh_study_posteriors
+
+        study_id = version.study_id
+        # A lost message here only delays the refresh: the sweep catches lagging posteriors up.
+        transaction.on_commit(lambda: publish(lambda: refresh_study_posteriors.delay(study_id),
+                                              what=f"posterior refresh of study {study_id}"))
 
 
 def retrain_rule(study: Study) -> tuple[int, int, int]:

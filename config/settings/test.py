@@ -37,8 +37,8 @@ CHORUS_WARM_ON_FIRST_REQUEST = False
 # The worker those tests start runs with these settings plus env overrides: CHORUS_TEST_EAGER=0 makes it
 # (and only it) use the Redis broker for real; TEST_DATABASE_URL points it at the test's own database.
 # CELERY_VISIBILITY_TIMEOUT / CHORUS_TRAINING_STALE_SECONDS are short there so a killed worker's task comes
-# back within seconds; CHORUS_FIT_EPOCHS shortens training (0 = the FitConfig default);
-# CHORUS_TEST_SLOW_FIT_SECONDS (read by training.services._fit) stretches a fit so it can be interrupted.
+# back within seconds; CHORUS_FIT_EPOCHS shortens training (0 = the FitConfig default). A worker that must be
+# killed mid-fit runs the app of tests/training/slow_worker.py, which stretches every fit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),  # noqa: F405
     **BROKER_FAIL_FAST_OPTIONS,  # noqa: F405

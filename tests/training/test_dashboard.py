@@ -89,3 +89,30 @@ def test_it_puts_the_within_group_agreement_on_the_matrix_diagonal(researcher):
     groups = {g["name"]: g for g in study_dashboard(study, "gender")["groups"]}
     assert groups["male"]["agreement"]["pairwise"] == pytest.approx(0.5)
     assert groups["non-binary"]["agreement"]["pairwise"] is None
+
+
+@pytest.mark.django_db
+def test_it_reads_stated_preferences_through_the_one_mapping_the_simulation_uses(style_study):
+    """"Helpfulness" (directly answering) is revealed by SHORTER answers, for the dashboard as for the simulated
+    annotators' sliders: people who like short answers and rate helpfulness high AGREE (correlation > 0)."""
+    from feedback.models import Candidate
+    from feedback.profile_schema import STATED_PREFS
+    from personalization import profiles, synthetic
+    from training import dashboard
+
+    assert dashboard.STATED_PREF_ATTRIBUTES is profiles.STATED_PREF_ATTRIBUTES is synthetic.STATED_PREF_ATTRIBUTES
+    assert [code for code, _ in STATED_PREFS] == list(profiles.STATED_PREF_CODES)
+    lengths = {"Aster-7B": "short", "Bramble-13B": "long", "Cobalt-Chat": "medium"}
+    for cand in Candidate.objects.filter(prompt__study=style_study):
+        cand.metadata = {"length": lengths[cand.model_name]}
+        cand.save(update_fields=["metadata"])
+    annotators = label_all(style_study, n_annotators=6, per_annotator=20)
+    for k, ann in enumerate(annotators):  # likes_long(k): even k; they say helpfulness matters less
+        ann.profile.data = {**ann.profile.data, "stated_prefs": {"helpfulness": 20 + k if k % 2 == 0 else 80 + k}}
+        ann.profile.save(update_fields=["data"])
+    services.model_version_request(study=style_study)
+    rows = {a["attribute"]: a for a in study_dashboard(style_study, "gender")["stated_vs_revealed"]["attributes"]}
+    helpful = rows["helpfulness"]
+    assert helpful["revealed_by"] == "−length" and rows["safety"]["revealed_by"] == "caution"
+    assert rows["values"]["revealed_by"] is None
+    assert helpful["n"] == 6 and helpful["correlation"] > 0.5, helpful

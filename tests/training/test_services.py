@@ -123,3 +123,78 @@ def test_it_claims_a_training_job_once(style_study):
     assert services._claim(version.pk) is False  # a second worker backs off
     with pytest.raises(services.TrainingBusy):
         services.model_version_train(model_version_id=version.pk)
+
+
+@pytest.mark.django_db
+def test_it_compares_with_the_active_version_before_taking_the_row_lock(style_study, monkeypatch):
+    """The slow comparison (load the active model, predict the held-out slice) runs with no lock held; the
+    row lock covers only the compare-and-set activation."""
+    from django.db.models.query import QuerySet
+
+    label_all(style_study, n_annotators=4, per_annotator=10)
+    first = services.model_version_request(study=style_study, kind="bt")
+    first.refresh_from_db()
+    assert first.status == ModelVersion.Status.ACTIVE
+    events: list[str] = []
+    real_load, real_lock = services.load_version_model, QuerySet.select_for_update
+
+    def load(version):
+        events.append(f"compare with {version.pk}")
+        return real_load(version)
+
+    def lock(self, *args, **kwargs):
+        if self.model is ModelVersion:
+            events.append("lock")
+        return real_lock(self, *args, **kwargs)
+
+    monkeypatch.setattr(services, "load_version_model", load)
+    monkeypatch.setattr(QuerySet, "select_for_update", lock)
+    second = services.model_version_request(study=style_study, kind="vpl")
+    second.refresh_from_db()
+    assert second.status in (ModelVersion.Status.ACTIVE, ModelVersion.Status.READY), second.error
+    assert "accuracy_active_before" in second.metrics
+    # (after the lock: the posterior refresh loads the new version, once per annotator)
+    assert events[:2] == [f"compare with {first.pk}", "lock"] and events.count("lock") == 1, events
+
+
+@pytest.mark.django_db
+def test_it_never_replaces_a_newer_active_version_with_an_older_one(style_study):
+    label_all(style_study, n_annotators=4, per_annotator=10)
+    older = ModelVersion.objects.create(study=style_study, kind="bt", data_cutoff=10**9)  # e.g. a slow job
+    newer = services.model_version_request(study=style_study, kind="vpl")
+    newer.refresh_from_db()
+    assert newer.pk > older.pk and newer.status == ModelVersion.Status.ACTIVE, newer.error
+    services.model_version_train(model_version_id=older.pk)
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert (older.status, newer.status) == (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE), older.error
+    assert "accuracy_active_before" not in older.metrics  # not even compared
+
+
+@pytest.mark.django_db
+def test_it_compares_again_when_the_active_version_changes_during_the_comparison(style_study, monkeypatch):
+    label_all(style_study, n_annotators=4, per_annotator=10)
+    a = services.model_version_request(study=style_study, kind="bt")
+    b = services.model_version_request(study=style_study, kind="vpl")
+    ModelVersion.objects.filter(pk=b.pk).update(status=ModelVersion.Status.RETIRED)  # a is the active one
+    ModelVersion.objects.filter(pk=a.pk).update(status=ModelVersion.Status.ACTIVE)
+    c = ModelVersion.objects.create(study=style_study, kind="bt", data_cutoff=10**9)
+    compared: list[int] = []
+    real = services._baseline_accuracy
+
+    def baseline(version, current, metrics, evaluate):
+        if current is not None:
+            compared.append(current.pk)
+            if len(compared) == 1:  # someone activates b while c is being compared with a
+                ModelVersion.objects.filter(pk=a.pk).update(status=ModelVersion.Status.RETIRED)
+                ModelVersion.objects.filter(pk=b.pk).update(status=ModelVersion.Status.ACTIVE)
+        return real(version, current, metrics, evaluate)
+
+    monkeypatch.setattr(services, "_baseline_accuracy", baseline)
+    services.model_version_train(model_version_id=c.pk)
+    c.refresh_from_db()
+    assert compared == [a.pk, b.pk], compared
+    assert c.status in (ModelVersion.Status.ACTIVE, ModelVersion.Status.READY), c.error
+    assert ModelVersion.objects.filter(study=style_study, status=ModelVersion.Status.ACTIVE).count() == 1
+    a.refresh_from_db()
+    assert a.status == ModelVersion.Status.RETIRED  # retired by the swap, never by c

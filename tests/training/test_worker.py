@@ -114,7 +114,7 @@ def _database_url() -> str:
 
 
 class Worker:
-    def __init__(self, log_path: Path, extra_env: dict[str, str], *, beat: bool = False):
+    def __init__(self, log_path: Path, extra_env: dict[str, str], *, beat: bool = False, slow_fit: bool = False):
         env = {**os.environ, **WORKER_ENV, **extra_env}
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings.test",
@@ -123,8 +123,11 @@ class Worker:
         )
         self.log_path = log_path
         self.log = log_path.open("wb")
+        # A slow-fit worker runs the app of tests/training/slow_worker.py: every fit sleeps first, so the test
+        # can kill it mid-training (the services have no switch for it).
+        app = "tests.training.slow_worker" if slow_fit else "config"
         cmd = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool=solo", "-c", "1",
+            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "default,gpu", "--pool=solo", "-c", "1",
             "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
         ]
         if beat:  # a separate `celery beat` process (the sweep's scheduler), as in a deployment
@@ -184,8 +187,9 @@ def start_worker(trained_study, tmp_path):
     _use_broker(django_settings.CELERY_BROKER_URL)
     workers: list[Worker] = []
 
-    def start(beat: bool = False, **extra_env: str) -> Worker:
-        worker = Worker(tmp_path / f"worker-{len(workers)}.log", {k: str(v) for k, v in extra_env.items()}, beat=beat)
+    def start(beat: bool = False, slow_fit: bool = False, **extra_env: str) -> Worker:
+        worker = Worker(tmp_path / f"worker-{len(workers)}.log", {k: str(v) for k, v in extra_env.items()}, beat=beat,
+                        slow_fit=slow_fit)
         workers.append(worker)
         return worker.wait_ready()
 
@@ -229,12 +233,13 @@ def test_the_worker_folds_a_new_judgment_into_the_posterior(trained_study, start
 def test_a_training_job_survives_kill_9_of_its_worker(trained_study, start_worker):
     study, annotators, first = trained_study
     n_judgments = Judgment.objects.filter(pair__study=study).count()
-    slow = start_worker(CHORUS_TEST_SLOW_FIT_SECONDS=60)
+    slow = start_worker(slow_fit=True)
     second = services.model_version_request(study=study, kind="bt")
     assert second.pk != first.pk
     wait_for(lambda: ModelVersion.objects.get(pk=second.pk).status == "training", timeout=30,
              what="the worker to claim the training job")
     slow.kill9()  # mid-fit: the message was never acknowledged
+    assert "every fit sleeps" in slow.output()  # the slow-fit app was the one that ran
 
     def only_first_active():
         active = list(ModelVersion.objects.filter(study=study, status="active").values_list("pk", flat=True))
@@ -334,7 +339,7 @@ def test_the_sweep_takes_over_a_killed_workers_job_long_before_the_visibility_ti
     production default); the beat-driven sweep sees the stale heartbeat and hands the job to a new worker."""
     study, _, first = trained_study
     hour = {"CELERY_VISIBILITY_TIMEOUT": "3600"}
-    slow = start_worker(CHORUS_TEST_SLOW_FIT_SECONDS=60, **hour)
+    slow = start_worker(slow_fit=True, **hour)
     second = services.model_version_request(study=study, kind="bt")
     wait_for(lambda: ModelVersion.objects.get(pk=second.pk).status == "training", timeout=30,
              what="the worker to claim the training job")

@@ -28,6 +28,7 @@ from django.test.utils import override_settings
 
 from feedback import services as fs
 from feedback.models import Annotator, Candidate, Judgment, Pair, Study
+from personalization.synthetic import Population, UserType
 from training import services as ts
 from training.embeddings import embed_study
 from training.models import ModelVersion
@@ -47,9 +48,7 @@ def candidate_attributes(meta: dict[str, Any]) -> list[float]:
     ]
 
 
-def demo_population():
-    from training.simulation import Population, UserType
-
+def demo_population() -> Population:
     types = [
         UserType("concise", {"length": -2.0, "markdown": -0.8, "caution": -0.6, "blunt": 0.8}, 0.30,
                  {"gender": "male", "age": "25-34", "reside_country": "US", "lm_frequency_use": "every-day",
@@ -64,7 +63,8 @@ def demo_population():
                  {"gender": "male", "age": "35-44", "reside_country": "DE", "lm_frequency_use": "every-week",
                   "education": "vocational", "employment_status": "part-time"}),
     ]
-    return Population(types, ATTRIBUTES, label_scale=2.0, individual_std=0.15, profile_signal=0.85, name="demo")
+    return Population.of_types(types, ATTRIBUTES, label_scale=2.0, individual_std=0.15, profile_signal=0.85,
+                               name="demo")
 
 
 class Command(BaseCommand):
@@ -103,7 +103,7 @@ class Command(BaseCommand):
         mean = raw.mean(0)
         z = {pk: (np.asarray(v) - mean) / np.where(std > 1e-9, std, 1.0) for pk, v in cands.items()}
 
-        users = pop.draw_users(max(0, options["annotators"] - 1), rng, prefix="demo")
+        users = pop.draw_users(max(0, options["annotators"] - 1), rng, prefix="demo-")
         n_labels = options["labels"]
         # Labelling must not trigger training runs on the way; the model is trained once at the end.
         with override_settings(CHORUS_RETRAIN_MIN_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_JUDGMENTS=10**9):

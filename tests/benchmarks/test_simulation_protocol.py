@@ -1,16 +1,16 @@
+"""benchmarks/simulation_protocol.py: simulated annotators through the real services (the app's research harness)."""
+
 from __future__ import annotations
 
 import json
-import random
-from io import StringIO
 
-import numpy as np
 import pytest
-from django.core.management import call_command
 
-from feedback.models import Annotator, Judgment, Pair
-from training import simulation
+from feedback.models import Annotator, Judgment, Pair, Study
+from tests.benchmarks.conftest import load
 from training.models import AnnotatorPosterior
+
+simulation = load("simulation_protocol")
 
 
 @pytest.fixture
@@ -22,37 +22,17 @@ def tiny_study(db, researcher, settings):
     )
 
 
-def test_population_ground_truth_and_profiles():
-    pop = simulation.opposite()
-    users = pop.draw_users(10, random.Random(0))
-    assert [u.type_name for u in users].count("short") == 3  # stratified: 30% of 10
-    diffs = np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0], [0.0, 0, 0, 0]])
-    short = next(u for u in users if u.type_name == "short")
-    p = pop.prob(short, diffs)
-    assert p[0] < 0.5 < p[1] and abs(p[2] - 0.5) < 1e-9
-    assert pop.bayes_optimal_accuracy(short, diffs) == pytest.approx(np.maximum(p, 1 - p).mean())
-    # sliders agree with the weights: short-answer people rate "directly answering" high
-    assert short.profile["stated_prefs"]["helpfulness"] > 50
-
-
-def test_attributes_fall_back_to_text_features():
-    long_md = simulation.text_attributes("**Tip**\n- Please be careful, it might hurt!\n- Haha, fun fact!")
-    plain = simulation.text_attributes("Yes.")
-    assert long_md["length"] > plain["length"]
-    assert long_md["markdown"] >= 2 and long_md["caution"] >= 2 and long_md["humor"] >= 2
-    assert plain["markdown"] == plain["caution"] == plain["humor"] == 0
-
-
 @pytest.mark.django_db
-def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path, settings):
+def test_it_personalizes_for_the_minority_from_the_command_line(tiny_study, tmp_path, settings):
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    out, path = StringIO(), tmp_path / "sim.json"
-    call_command(
-        "simulate", "--study", str(tiny_study.pk), "--annotators", "4", "--labels", "10", "--strategy", "info_gain",
+    lines, path = [], tmp_path / "sim.json"
+    before = dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned"))
+    simulation.main([
+        "--study", str(tiny_study.pk), "--annotators", "4", "--labels", "10", "--strategy", "info_gain",
         "--population", "opposite", "--warmup-annotators", "8", "--warmup-labels", "20", "--eval-pairs", "30",
-        "--checkpoints", "0,5,10", "--seed", "3", "--json", str(path), stdout=out,
-    )
-    text = out.getvalue()
+        "--checkpoints", "0,5,10", "--seed", "3", "--json", str(path),
+    ], out=lines.append)
+    text = "\n".join(lines)
     assert "learning curve — strategy info_gain" in text and "labels to reach 90% of Bayes-optimal" in text
     result = json.loads(path.read_text())
 
@@ -67,10 +47,10 @@ def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path, se
     new = [a for a in annotators if "-info_gain-" in a.external_id]
     assert all(a.judgments.count() == 10 for a in new)
     assert all(AnnotatorPosterior.objects.get(annotator=a).n_predicted == 10 for a in new)
-    # held-out pairs were never labelled, and their slots were given back
+    # held-out pairs were never labelled, nor their rows written
     held = result["eval_pair_ids"]
     assert not judgments.filter(pair_id__in=held).exists()
-    assert not Pair.objects.filter(id__in=held, n_assigned__gt=0).exists()
+    assert dict(Pair.objects.filter(id__in=held).values_list("id", "n_assigned")) == {i: before[i] for i in held}
     tiny_study.refresh_from_db()
     assert tiny_study.selector == "random" and tiny_study.overlap_target == 3
 
@@ -87,7 +67,7 @@ def test_simulate_command_personalizes_for_the_minority(tiny_study, tmp_path, se
 
 
 @pytest.mark.django_db
-def test_strategies_and_profile_modes_start_from_the_same_place(tiny_study, tmp_path, settings):
+def test_it_starts_every_strategy_and_profile_mode_from_the_same_place(tiny_study, tmp_path, settings):
     """Paired comparison: before any label, every strategy scores the same people identically; without a
     profile the start is the population model. (A model swapped under the run broke this once: artifacts
     of two runs collided at the same study-<pk>/version-<pk> path.)"""
@@ -111,3 +91,35 @@ def test_strategies_and_profile_modes_start_from_the_same_place(tiny_study, tmp_
     assert all(len(u["curve"]) == 2 for r in runs.values() for u in r["per_user"])
     with pytest.raises(ValueError):
         simulation.run_simulation(tiny_study, simulation.SimulationConfig(profile_modes=("nope",)))
+
+
+@pytest.mark.django_db
+def test_it_leaves_the_pairs_untouched_when_a_run_fails_midway(tiny_study, tmp_path, settings, monkeypatch):
+    """Nothing is written to hold pairs out, so a run that dies midway (here: an error where a killed
+    process would simply stop) leaves every pair's n_assigned as it was, during the run and after."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    before = dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned"))
+    seen_midway = []
+
+    def crash(*args, **kwargs):
+        seen_midway.append(dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned")))
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(simulation, "_label_one", crash)
+    config = simulation.SimulationConfig(annotators=2, labels=2, seed=1, eval_pairs=30, warmup_annotators=2,
+                                         warmup_labels=2, kind="vpl", population="opposite", checkpoints=(0, 2))
+    with pytest.raises(RuntimeError, match="went away"):
+        simulation.run_simulation(tiny_study, config, log=lambda _: None)
+    assert seen_midway and seen_midway[0] == before  # what a crash at that moment would have left
+    assert dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned")) == before
+    assert not Annotator.objects.filter(study=tiny_study).exclude(assignments=None).exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_bad_arguments_on_the_command_line(tiny_study):
+    with pytest.raises(SystemExit, match="unknown strategy"):
+        simulation.main(["--study", str(tiny_study.pk), "--strategy", "psychic"], out=lambda _: None)
+    with pytest.raises(SystemExit, match="--study ID or --create-synthetic"):
+        simulation.main([], out=lambda _: None)
+    with pytest.raises(SystemExit, match="no study"):
+        simulation.main(["--study", str(Study.objects.order_by("-pk").first().pk + 1)], out=lambda _: None)

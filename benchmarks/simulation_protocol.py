@@ -1,21 +1,30 @@
-"""Simulated annotators with known tastes, run through the real services (GitHub issue 4, part 6).
+"""The simulation protocol: simulated annotators with known tastes, run through the real services.
 
-A synthetic pluralistic population: K user types with true reward weights over VISIBLE response
-attributes (length, caution, humour, markdown). Attributes come from ``Candidate.metadata`` when every
+    .venv/bin/python benchmarks/simulation_protocol.py --create-synthetic --annotators 10 --labels 20 --strategy info_gain
+    .venv/bin/python benchmarks/simulation_protocol.py --study 3 --annotators 20 --labels 30 \
+        --strategy random,info_gain --json out.json
+    .venv/bin/python benchmarks/simulation_protocol.py --create-synthetic --strategy random,info_gain \
+        --profiles profile,no_profile --warmup-annotators 96 --warmup-labels 40
+
+(It was ``manage.py simulate``; a research harness, so it lives outside the app.) Run as a script it uses
+the database of DJANGO_SETTINGS_MODULE (default config.settings.base, as manage.py) and ADDS annotators
+and judgments to the study: use a sandbox study. The study's selector, overlap target and quota are
+changed for the run and restored afterwards; the held-out pairs are kept from the selectors in this
+process only (no row is written for them, so a crash cannot leave the study's pairs looking full).
+
+The people come from ``personalization.synthetic`` (the project's one population model: K user types
+with true reward weights over VISIBLE response attributes, Bradley–Terry label noise, PRISM-style
+profiles correlated with the type whose stated-preference sliders echo the weights) with the text
+presets of ``personalization.synthetic_text``. Attributes come from ``Candidate.metadata`` when every
 candidate of the study has them (the demo study does) and are otherwise measured from the text, so any
-study works. A simulated user u labels a pair with Bradley–Terry noise:
+study works.
 
-    p(a ≻ b) = σ(scale · w_u · (x_a − x_b)),   w_u = w_type(u) + individual noise
-
-and answers a PRISM-style profile whose demographics correlate with their type and whose
-stated-preference sliders agree with their weights.
-
-``run_simulation`` is the protocol behind ``manage.py simulate``: a warm-up population labels with the
-random selector and a global model is trained (``model_version_request``); then NEW annotators join,
-fill in their profile and label one pair at a time with the study's selector set to the strategy —
-``annotator_join`` → ``profile_update`` → ``assignment_next`` → ``judgment_create`` (the judgment hook
-updates their online posterior, eagerly) — and after n ∈ checkpoints labels the posterior under the
-active model predicts FRESH held-out pairs of the study that nobody labels during the run.
+``run_simulation``: a warm-up population labels with the random selector and a global model is trained
+(``model_version_request``); then NEW annotators join, fill in their profile and label one pair at a
+time with the study's selector set to the strategy — ``annotator_join`` → ``profile_update`` →
+``assignment_next`` → ``judgment_create`` (the judgment hook updates their online posterior, eagerly) —
+and after n ∈ checkpoints labels the posterior under the active model predicts FRESH held-out pairs of
+the study that nobody labels during the run.
 
 Every strategy (and profile mode: annotators who fill in their profile or skip it) runs on the same
 simulated people with the same label noise, starting from the same model version, so the curves are a
@@ -25,65 +34,52 @@ is reported next to the Bayes-optimal accuracy: labels can bring the posterior u
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import logging
-import math
+import os
 import random
-import re
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
-from django.db import transaction
-from django.test.utils import override_settings
 
-from feedback.models import Annotator, Pair, Study, text_hash
-from feedback.profile_schema import STATED_PREFS
+if __name__ == "__main__":  # a script: the repository on the path and Django set up before the app's imports
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    import django
 
-ATTRIBUTES: tuple[str, ...] = ("length", "caution", "humor", "markdown")
+    django.setup()
+
+from django.db import transaction  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+
+from feedback.models import Annotator, Pair, Study, text_hash  # noqa: E402
+from personalization.synthetic import Population, SyntheticUser  # noqa: E402
+from personalization.synthetic_text import (  # noqa: E402
+    ATTRIBUTES,
+    POPULATIONS,
+    metadata_attribute,
+    synthetic_study_lines,
+    text_attributes,
+)
+
 STRATEGIES: tuple[str, ...] = ("random", "uncertainty", "info_gain", "mixed")
 PROFILE_MODES: tuple[str, ...] = ("profile", "no_profile")
 DEFAULT_CHECKPOINTS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 
 # ---------------------------------------------------------------------------------------------------
-# Visible attributes of a response
+# Visible attributes of the study's pairs
 # ---------------------------------------------------------------------------------------------------
-_LENGTH_CODES = {"short": 0.0, "medium": 1.0, "long": 2.0}
-_HEDGES = re.compile(
-    r"\b(might|may|perhaps|possibly|probably|consult|careful|caution|unsure|not sure|depends|risks?|"
-    r"safety|professional|however|although|please check)\b",
-    re.IGNORECASE,
-)
-_HUMOR = re.compile(r"(!|\bhaha\b|\blol\b|\bjoke\b|\bfun fact\b|[\U0001F600-\U0001F64F])", re.IGNORECASE)
-_MARKDOWN = re.compile(r"(^\s*[-*+] |^\s*\d+\. |^#+ |\*\*|`)", re.MULTILINE)
-
-
-def text_attributes(text: str) -> dict[str, float]:
-    """Attributes measurable from any text (used when a study's candidates carry no metadata)."""
-    return {
-        "length": math.log1p(len(text)),
-        "caution": float(len(_HEDGES.findall(text))),
-        "humor": float(len(_HUMOR.findall(text))),
-        "markdown": float(len(_MARKDOWN.findall(text))),
-    }
-
-
-def metadata_attribute(metadata: dict[str, Any], name: str) -> float | None:
-    value = (metadata or {}).get(name)
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if name == "length" and isinstance(value, str):
-        return _LENGTH_CODES.get(value.strip().lower())
-    return None
-
-
 @dataclass
 class PairTable:
     """Visible attributes of both responses of the study's pairs (z-scored over the study's candidates)."""
@@ -137,234 +133,6 @@ def study_pair_table(study: Study, attributes: Sequence[str] = ATTRIBUTES) -> Pa
         z[[index[p[2]] for p in pairs]],
         sources,
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The population
-# ---------------------------------------------------------------------------------------------------
-# Stated-preference sliders (PRISM) that track an attribute weight: slider ≈ 50 + 18·sign·w.
-SLIDER_OF_ATTRIBUTE: dict[str, list[tuple[str, float]]] = {
-    "caution": [("safety", 1.0)],
-    "humor": [("creativity", 1.0)],
-    "length": [("helpfulness", -1.0), ("diversity", 1.0)],
-    "markdown": [("fluency", 1.0)],
-}
-
-
-@dataclass
-class UserType:
-    name: str
-    weights: dict[str, float]  # attribute -> true reward weight (attributes are z-scored)
-    share: float  # share of the population
-    profile: dict[str, Any]  # typical demographics of the type (PRISM codes)
-
-
-@dataclass
-class SimUser:
-    id: str
-    type: int
-    type_name: str
-    weights: np.ndarray  # (A,) true reward weights
-    profile: dict[str, Any]  # PRISM-style profile answers
-
-
-# Demographic values a profile draws from when it does not take the type's typical value.
-_DEMOGRAPHICS: dict[str, list[str]] = {
-    "age": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"],
-    "gender": ["male", "female", "non-binary"],
-    "reside_country": ["US", "GB", "IN", "DE", "BR", "NG", "JP", "MX"],
-    "education": ["completed-secondary", "vocational", "some-university", "bachelors", "graduate"],
-    "lm_frequency_use": ["every-day", "every-week", "every-month", "less-than-monthly"],
-    "employment_status": ["full-time", "part-time", "student", "retired"],
-}
-
-
-class Population:
-    """User types, per-user true rewards, PRISM-style profiles correlated with type, BT-noisy labels."""
-
-    def __init__(
-        self,
-        types: Sequence[UserType],
-        attributes: Sequence[str] = ATTRIBUTES,
-        *,
-        label_scale: float = 1.0,
-        individual_std: float = 0.15,
-        profile_signal: float = 0.8,
-        slider_signal: float = 18.0,
-        slider_noise: float = 12.0,
-        name: str = "custom",
-    ):
-        self.types = list(types)
-        self.attributes = tuple(attributes)
-        self.label_scale = label_scale
-        self.individual_std = individual_std
-        self.profile_signal = profile_signal  # chance a demographic answer is the type's typical value
-        self.slider_signal = slider_signal  # stated-preference slider ≈ 50 + slider_signal · sign · w + noise
-        self.slider_noise = slider_noise
-        self.name = name
-        self.type_weights = np.asarray([[t.weights.get(a, 0.0) for a in self.attributes] for t in self.types])
-        shares = np.asarray([t.share for t in self.types], dtype=np.float64)
-        self.shares = shares / shares.sum()
-        self._counter = 0
-
-    # ---- users ------------------------------------------------------------------------------------
-    def stratified_types(self, n: int, rng: random.Random) -> list[int]:
-        """n type indices matching the shares as closely as possible (largest remainder), shuffled."""
-        exact = self.shares * n
-        counts = np.floor(exact).astype(int)
-        for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
-            counts[i] += 1
-        types = [t for t, c in enumerate(counts) for _ in range(c)]
-        rng.shuffle(types)
-        return types
-
-    def draw_users(self, n: int, rng: random.Random, prefix: str = "sim") -> list[SimUser]:
-        users = []
-        for t in self.stratified_types(n, rng):
-            base = self.type_weights[t]
-            noise = np.asarray([rng.gauss(0.0, 1.0) for _ in self.attributes])
-            weights = base + noise * self.individual_std * np.linalg.norm(base)
-            self._counter += 1
-            users.append(SimUser(f"{prefix}-{self._counter}", t, self.types[t].name, weights, self.profile(t, weights, rng)))
-        return users
-
-    def profile(self, t: int, weights: np.ndarray, rng: random.Random) -> dict[str, Any]:
-        typical = self.types[t].profile
-        prof: dict[str, Any] = {}
-        for name, values in _DEMOGRAPHICS.items():
-            if name not in typical:
-                continue
-            prof[name] = typical[name] if rng.random() < self.profile_signal else rng.choice(values)
-        sliders = {code: 50.0 + rng.gauss(0.0, self.slider_noise) for code, _ in STATED_PREFS}
-        for attr, w in zip(self.attributes, weights, strict=True):
-            for code, sign in SLIDER_OF_ATTRIBUTE.get(attr, []):
-                sliders[code] += self.slider_signal * sign * float(w)
-        prof["stated_prefs"] = {k: int(min(100, max(1, round(v)))) for k, v in sliders.items()}
-        return prof
-
-    # ---- labels and ground truth --------------------------------------------------------------------
-    def _diff(self, pairs: PairTable | np.ndarray) -> np.ndarray:
-        return pairs.diff if isinstance(pairs, PairTable) else np.asarray(pairs, dtype=np.float64)
-
-    def prob(self, user: SimUser, pairs: PairTable | np.ndarray) -> np.ndarray:
-        """True p(a ≻ b) of the user for each pair (pairs: a PairTable or (n, A) attribute differences)."""
-        logit = self.label_scale * self._diff(pairs) @ user.weights
-        return 1.0 / (1.0 + np.exp(-logit))
-
-    def label(self, user: SimUser, pairs: PairTable | np.ndarray, rng: random.Random) -> np.ndarray:
-        """Bool (n,): True where the user picks a (Bradley–Terry noise)."""
-        p = self.prob(user, pairs)
-        return np.asarray([rng.random() < q for q in p], dtype=bool)
-
-    def bayes_optimal_accuracy(self, user: SimUser, pairs: PairTable | np.ndarray) -> float:
-        """Expected accuracy on the user's noisy labels of the predictor that knows their true reward."""
-        p = self.prob(user, pairs)
-        return float(np.maximum(p, 1.0 - p).mean()) if len(p) else float("nan")
-
-
-def pluralistic(label_scale: float = 1.0) -> Population:
-    """Four types who disagree: concise vs thorough on length, playful vs careful on humour and caution.
-
-    Demographics are correlated with the type, not determined by it (half the answers are the type's
-    typical value, the rest drawn at random), people of a type differ (individual spread 30% of the type's
-    weight norm), and the stated-preference sliders are a weak, noisy echo of the true weights: the
-    profile gets a new annotator part of the way, and only their labels can tell the rest.
-    """
-    types = [
-        UserType("concise", {"length": -2.0, "markdown": -0.5, "caution": -0.5}, 0.35,
-                 {"age": "25-34", "gender": "male", "reside_country": "US", "lm_frequency_use": "every-day",
-                  "education": "bachelors", "employment_status": "full-time"}),
-        UserType("thorough", {"length": 1.5, "markdown": 1.2, "caution": 0.5}, 0.30,
-                 {"age": "45-54", "gender": "female", "reside_country": "DE", "lm_frequency_use": "every-week",
-                  "education": "graduate", "employment_status": "full-time"}),
-        UserType("playful", {"humor": 2.0, "caution": -1.0, "length": -0.3}, 0.20,
-                 {"age": "18-24", "gender": "non-binary", "reside_country": "BR", "lm_frequency_use": "every-day",
-                  "education": "some-university", "employment_status": "student"}),
-        UserType("careful", {"caution": 2.0, "humor": -1.0, "markdown": 0.3}, 0.15,
-                 {"age": "65+", "gender": "female", "reside_country": "GB", "lm_frequency_use": "less-than-monthly",
-                  "education": "completed-secondary", "employment_status": "retired"}),
-    ]
-    return Population(types, label_scale=label_scale, individual_std=0.3, profile_signal=0.5, slider_signal=8.0,
-                      slider_noise=15.0, name="pluralistic")
-
-
-def opposite(label_scale: float = 1.5) -> Population:
-    """Two types with opposite tastes on length; the short-answer type is the minority (30%)."""
-    types = [
-        UserType("long", {"length": 2.0}, 0.7, {"gender": "female", "age": "45-54"}),
-        UserType("short", {"length": -2.0}, 0.3, {"gender": "male", "age": "18-24"}),
-    ]
-    return Population(types, label_scale=label_scale, name="opposite")
-
-
-POPULATIONS: dict[str, Callable[..., Population]] = {"pluralistic": pluralistic, "opposite": opposite}
-
-
-# ---------------------------------------------------------------------------------------------------
-# A content source with controlled attributes (short texts: fast to embed)
-# ---------------------------------------------------------------------------------------------------
-TOPICS = [
-    "brewing green tea", "training for a 5k", "keeping a budget", "sleeping better", "learning chess",
-    "growing tomatoes", "baking sourdough", "commuting by train", "kayaking on rivers", "learning guitar",
-    "writing a CV", "saving for retirement", "cooking rice", "learning Spanish", "cleaning a laptop",
-    "caring for a cat", "walking a puppy", "planning a wedding", "fixing a bike puncture", "reading more books",
-    "meditating daily", "starting a podcast", "painting a room", "buying a used car", "making coffee",
-    "hiking in the rain", "negotiating a salary", "composting at home", "learning to swim", "drawing portraits",
-    "packing for a trip", "hosting a dinner", "studying for exams", "running a meeting", "choosing a laptop",
-    "repotting a plant", "writing a poem", "learning to code", "stretching after work", "decluttering a flat",
-    "making pancakes", "planting a hedge", "birdwatching", "learning to juggle", "brewing kombucha",
-    "ironing shirts", "sharpening knives", "camping with kids", "recording a song", "tidying email",
-    "building a bookshelf", "learning to knit", "cycling to work", "feeding a sourdough starter", "making jam",
-    "writing thank-you notes", "organising photos", "picking a running shoe", "fixing a squeaky door",
-    "planning a garden",
-]
-_CORE = [
-    "The key to {t} is consistency.",
-    "Start small with {t} and build up step by step.",
-    "Most people get comfortable with {t} within a few weeks.",
-    "Keep notes on what works for you and adjust as you go.",
-    "The common mistakes with {t} are rushing and skipping the basics.",
-    "A short daily routine beats an occasional long session.",
-]
-_CAUTION = [
-    "That said, results may vary.",
-    "Please be careful, and check with someone experienced if you are unsure.",
-    "I might be wrong here, so consult a professional before relying on this; safety first.",
-]
-_HUMOR_LINES = [
-    "Fun fact: even the experts were beginners once!",
-    "Haha, don't worry, nobody gets {t} right on day one!",
-    "Joke time: {t} is like a cat, it ignores you until you bring snacks! 😄",
-]
-
-
-def synthetic_response(topic: str, length: int, caution: int, humor: int, markdown: int, variant: int = 0) -> str:
-    n_core = (1, 3, 5)[length]
-    core = [_CORE[(variant + i) % len(_CORE)].format(t=topic) for i in range(n_core)]
-    lines = core + [_CAUTION[i].format(t=topic) for i in range(caution)]
-    lines += [_HUMOR_LINES[i].format(t=topic) for i in range(humor)]
-    if markdown:
-        return f"**{topic.capitalize()}**\n" + "\n".join(f"- {s}" for s in lines)
-    return " ".join(lines)
-
-
-def synthetic_study_lines(n_prompts: int = 60, responses: int = 8, seed: int = 0) -> list[dict[str, Any]]:
-    """Import rows ("responses" format) whose responses carry their attributes as metadata."""
-    rng = random.Random(seed)
-    combos = [(ln, c, h, m) for ln in range(3) for c in range(4) for h in range(4) for m in range(2)]
-    rows = []
-    for i in range(n_prompts):
-        topic = TOPICS[i % len(TOPICS)] + ("" if i < len(TOPICS) else f" (part {i // len(TOPICS) + 1})")
-        chosen = rng.sample(combos, responses)
-        resp = []
-        for k, (ln, c, h, m) in enumerate(chosen):
-            resp.append({
-                "text": synthetic_response(topic, ln, c, h, m, variant=rng.randrange(len(_CORE))),
-                "model": f"Sim-{k % 5 + 1}",
-                "metadata": {"length": ("short", "medium", "long")[ln], "caution": c, "humor": h, "markdown": bool(m)},
-            })
-        rows.append({"prompt": f"Any advice on {topic}?", "responses": resp})
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -433,15 +201,26 @@ def _study_settings(study: Study, **values: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _held_out(pair_ids: Sequence[int], full: int) -> Iterator[None]:
-    """Keep the evaluation pairs out of every selector: they look full (n_assigned at the overlap target)."""
-    before = dict(Pair.objects.filter(id__in=pair_ids).values_list("id", "n_assigned"))
-    Pair.objects.filter(id__in=pair_ids).update(n_assigned=full)
-    try:
+def _held_out(pair_ids: Sequence[int]) -> Iterator[None]:
+    """Keep the evaluation pairs out of every selector, in this process only.
+
+    Selectors rank feedback.selection.eligible_pairs; the run wraps it to exclude the held-out ids. No
+    row is written (this once set their n_assigned to the overlap target and put it back at the end: a
+    crash in between left a live study's pairs looking full for good).
+    """
+    from feedback import selection
+    from training import active_learning
+
+    held = list(pair_ids)
+    real = selection.eligible_pairs
+
+    def eligible_pairs(annotator: Annotator):
+        return real(annotator).exclude(id__in=held)
+
+    # active_learning imported the function by name: both references are wrapped.
+    with mock.patch.object(selection, "eligible_pairs", eligible_pairs), \
+            mock.patch.object(active_learning, "eligible_pairs", eligible_pairs):
         yield
-    finally:
-        for value in sorted(set(before.values())):
-            Pair.objects.filter(id__in=[i for i, v in before.items() if v == value]).update(n_assigned=value)
 
 
 class _Evaluator:
@@ -515,7 +294,7 @@ class _Ceiling:
         self.db_t, self.dg_t = pool.db[torch.from_numpy(tpos)], pool.dg[torch.from_numpy(tpos)]
         self.db_e, self.dg_e = pool.db[torch.from_numpy(epos)], pool.dg[torch.from_numpy(epos)]
 
-    def accuracy(self, pop: Population, user: SimUser) -> float:
+    def accuracy(self, pop: Population, user: SyntheticUser) -> float:
         from personalization.models.posterior import laplace, link_fn
 
         latent = self.dg_t.shape[1]
@@ -543,7 +322,7 @@ def _scores(p_model: np.ndarray, p_true: np.ndarray, sampled: np.ndarray) -> dic
     }
 
 
-def _label_one(annotator: Annotator, user: SimUser, pop: Population, table: PairTable, rng: random.Random,
+def _label_one(annotator: Annotator, user: SyntheticUser, pop: Population, table: PairTable, rng: random.Random,
                timer: _Timer, key: str) -> bool:
     from feedback import services as fs
 
@@ -562,7 +341,7 @@ def _label_one(annotator: Annotator, user: SimUser, pop: Population, table: Pair
     return True
 
 
-def _join(study: Study, user: SimUser, tag: str, with_profile: bool = True) -> Annotator:
+def _join(study: Study, user: SyntheticUser, tag: str, with_profile: bool = True) -> Annotator:
     from feedback import services as fs
 
     annotator, _ = fs.annotator_join(study=study, external_id=f"{tag}-{user.id}")
@@ -623,7 +402,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
     if not config.profile_modes or set(config.profile_modes) - set(PROFILE_MODES):
         raise ValueError(f"profile modes must be some of {PROFILE_MODES}, got {config.profile_modes}")
     preset = POPULATIONS[config.population]
-    pop = preset() if config.label_scale is None else preset(label_scale=config.label_scale)
+    pop: Population = preset() if config.label_scale is None else preset(label_scale=config.label_scale)
     rng = random.Random(config.seed)
     run_tag = uuid.uuid4().hex[:8]  # external ids unique across runs on the same study
     started = time.perf_counter()
@@ -658,7 +437,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
     no_auto_retrain = override_settings(
         CHORUS_RETRAIN_MIN_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_MINUTES=10**9
     )
-    with _eager_tasks(), no_auto_retrain, _held_out(eval_table.pair_ids.tolist(), overlap), _study_settings(
+    with _eager_tasks(), no_auto_retrain, _held_out(eval_table.pair_ids.tolist()), _study_settings(
         study, overlap_target=overlap, pairs_per_annotator=quota, status=Study.Status.ACTIVE
     ):
         kind = config.kind or study.model_kind
@@ -666,7 +445,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
             with _study_settings(study, selector="random"):
                 log(f"warm-up: {config.warmup_annotators} annotators x {config.warmup_labels} labels (random)")
                 timer = _Timer()
-                for user in pop.draw_users(config.warmup_annotators, rng, prefix=f"warm{config.seed}"):
+                for user in pop.draw_users(config.warmup_annotators, rng, prefix=f"warm{config.seed}-"):
                     annotator = _join(study, user, f"sim-{run_tag}")
                     for i in range(config.warmup_labels):
                         if not _label_one(annotator, user, pop, table, rng, timer, f"w{i}"):
@@ -687,7 +466,7 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
                 key = strategy if mode == "profile" else f"{strategy}/{mode}"
                 _activate(study, start_version.pk)
                 cohort_rng = random.Random(cohort_seed)
-                users = pop.draw_users(config.annotators, cohort_rng, prefix=f"new{config.seed}")
+                users = pop.draw_users(config.annotators, cohort_rng, prefix=f"new{config.seed}-")
                 label_rng = random.Random(cohort_seed + 1)
                 timer = _Timer()
                 per_user: list[dict[str, Any]] = []
@@ -826,3 +605,83 @@ def create_synthetic_study(*, name: str, n_prompts: int = 60, responses: int = 8
     rows = synthetic_study_lines(n_prompts, responses, seed)
     fs.study_import(study=study, data="\n".join(json.dumps(r) for r in rows).encode(), filename="synthetic.jsonl")
     return study
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line (formerly ``manage.py simulate``)
+# ---------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> dict[str, Any]:
+    """Parse the arguments, run the protocol on a study (``--study`` or a new ``--create-synthetic`` one),
+    print the curves and return the result; SystemExit with a message on a bad argument or a failed run."""
+    from training.services import MODEL_KINDS
+
+    ap = argparse.ArgumentParser(description="Run simulated annotators (known tastes) through the services "
+                                             "and print learning curves.")
+    ap.add_argument("--study", type=int, help="id of the study to simulate on")
+    ap.add_argument("--create-synthetic", action="store_true",
+                    help="create a study of generated responses with controlled attributes")
+    ap.add_argument("--prompts", type=int, default=60, help="prompts of a --create-synthetic study")
+    ap.add_argument("--annotators", type=int, default=20, help="new annotators per strategy")
+    ap.add_argument("--labels", type=int, default=30, help="labels each new annotator gives")
+    ap.add_argument("--strategy", default="info_gain",
+                    help=f"one or a comma list of {', '.join(STRATEGIES)} (same annotators for each)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain-every", type=int, default=0,
+                    help="global retrain after every R new labels (0: keep the warm-up model)")
+    ap.add_argument("--eval-pairs", type=int, default=200, help="held-out pairs nobody labels")
+    ap.add_argument("--warmup-annotators", type=int, default=24)
+    ap.add_argument("--warmup-labels", type=int, default=30)
+    ap.add_argument("--kind", choices=MODEL_KINDS, help="global model kind (default: the study's)")
+    ap.add_argument("--population", choices=sorted(POPULATIONS), default="pluralistic")
+    ap.add_argument("--label-scale", type=float, help="Bradley–Terry inverse temperature")
+    ap.add_argument("--profiles", default="profile",
+                    help="comma list of profile (annotators fill in their profile) and no_profile "
+                         "(they skip it): each runs every strategy on the same people")
+    ap.add_argument("--checkpoints", help="comma list of label counts to measure at")
+    ap.add_argument("--json", dest="json_out", help="write the full results here")
+    opts = ap.parse_args(argv)
+
+    strategies = tuple(s.strip() for s in opts.strategy.split(",") if s.strip())
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise SystemExit(f"unknown strategy {bad}; choose from {', '.join(STRATEGIES)}")
+    if opts.create_synthetic:
+        study = create_synthetic_study(name=f"Simulation (seed {opts.seed}) {Study.objects.count() + 1}",
+                                       n_prompts=opts.prompts, seed=opts.seed, model_kind=opts.kind or "vpl")
+        out(f"created study {study.pk} '{study.name}'")
+    elif opts.study is None:
+        raise SystemExit("give --study ID or --create-synthetic")
+    else:
+        found = Study.objects.filter(pk=opts.study).first()
+        if found is None:
+            raise SystemExit(f"no study {opts.study}")
+        study = found
+    config = SimulationConfig(
+        annotators=opts.annotators,
+        labels=opts.labels,
+        strategies=strategies,
+        seed=opts.seed,
+        retrain_every=opts.retrain_every,
+        eval_pairs=opts.eval_pairs,
+        warmup_annotators=opts.warmup_annotators,
+        warmup_labels=opts.warmup_labels,
+        kind=opts.kind,
+        population=opts.population,
+        label_scale=opts.label_scale,
+        profile_modes=tuple(m.strip() for m in opts.profiles.split(",") if m.strip()),
+    )
+    if opts.checkpoints:
+        config.checkpoints = tuple(int(c) for c in opts.checkpoints.split(","))
+    try:
+        result = run_simulation(study, config, log=out)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(str(exc)) from exc
+    out(f"done in {result['seconds']}s")
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(result, indent=2, default=str))
+        out(f"wrote {opts.json_out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
