@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_report import add_report_arguments, publish, quoted_command, targets_table  # noqa: E402
 
+from personalization.models import ModelConfig  # noqa: E402
 from personalization.synthetic import PRESETS, Population, PopulationConfig, labelled  # noqa: E402
 from personalization.train import FitConfig, PreferenceData, fit  # noqa: E402
 
@@ -259,7 +260,7 @@ def markdown(results: list[dict[str, Any]], cfg: BenchConfig, command: str, mach
 def quick_config() -> BenchConfig:
     return BenchConfig(
         n_train_users=60, pairs_per_user=30, test_pairs=20, n_new_users=30, context_sizes=(0, 2, 10),
-        fit=FitConfig(progress=False, epochs=8, hidden=[64], latent_dim=4, encoder_hidden=64),
+        fit=FitConfig(progress=False, epochs=8, model=ModelConfig(hidden=[64], latent_dim=4, encoder_hidden=64)),
     )
 
 

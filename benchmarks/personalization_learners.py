@@ -26,7 +26,6 @@ the architecture. This harness asks whether that is the models or the data, on t
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from bench_report import add_report_arguments, publish, quoted_command  # noqa: 
 from personalization_bench import BenchConfig, _expected_acc, _score, make_split  # noqa: E402
 
 from personalization.models.posterior import Posterior, link_fn  # noqa: E402
+from personalization.schedule import cosine_lr  # noqa: E402
 from personalization.synthetic import PRESETS, PairBatch, Population  # noqa: E402
 from personalization.train import FitConfig, fit  # noqa: E402
 
@@ -71,7 +71,7 @@ def lowrank_linear_fit(x: torch.Tensor, user: torch.Tensor, n_users: int, latent
     opt = torch.optim.Adam([w0, w, theta], lr=lr)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            group["lr"] = cosine_lr(step, steps, lr)
         logits = x @ w0 + ((x @ w) * theta[user]).sum(-1)
         loss = (F.softplus(-logits).mean() + 0.5 * (theta**2).sum() / x.shape[0]
                 + lam * ((w**2).sum() + (w0**2).sum()))
@@ -140,7 +140,7 @@ def unmixing_check(pop: Population, split: dict[str, Any], lam_us: Sequence[floa
         opt = torch.optim.Adam([u_mix, w0, w, theta], lr=lr)
         for step in range(steps):
             for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                group["lr"] = cosine_lr(step, steps, lr)
             xu = x + torch.einsum("nij,nj->ni", u_mix[t_train], x)
             logits = xu @ w0 + ((xu @ w) * theta[data.user]).sum(-1)
             loss = (F.softplus(-logits).mean() + 0.5 * (theta**2).sum() / x.shape[0]

@@ -305,7 +305,7 @@ def markdown(results: list[dict[str, Any]], cfg: RealisticConfig, fit_cfg: FitCo
              machine: str, date: str) -> str:
     lines = [SECTION, "", f"Command: `{command}`  ",
              f"Machine: {machine}. Date: {date}. Torch {torch.__version__}. FitConfig defaults "
-             f"(epochs {fit_cfg.epochs}, hidden {fit_cfg.hidden}, latent {fit_cfg.latent_dim}).", "",
+             f"(epochs {fit_cfg.epochs}, hidden {fit_cfg.model.hidden}, latent {fit_cfg.model.latent_dim}).", "",
              "Expected accuracy / cross-entropy (nats) against the true preference probabilities; ECE on "
              "sampled labels. `vpl`, `pal` = defaults (population guard on); `-raw` = guard off (before). "
              "`guard` = the candidate the guard chose on held-out users (`bt` = back off to the population; "
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.seed = args.seed
     fit_cfg = FitConfig(progress=False)
     if args.epochs is not None:
-        fit_cfg.epochs = args.epochs
+        fit_cfg = replace(fit_cfg, epochs=args.epochs)
     results = []
     for key in args.populations.split(","):
         t = time.perf_counter()

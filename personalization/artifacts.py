@@ -17,6 +17,10 @@ from .standalone import STANDALONE_FORMAT
 
 MODEL_FORMAT = "chorus-personalization/1"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+# ModelConfig's defaults before they became the tuned ones fit() trains with: a sidecar written before a
+# setting existed meant the default of its day, so a key missing from an older sidecar reads as this.
+_SIDECAR_DEFAULTS: dict[str, Any] = {"hidden": [256], "dropout": 0.0, "latent_dim": 0, "profile_hidden": 64,
+                                     "vpl_likelihood": "sample"}
 
 
 def _json_safe(value: Any) -> Any:
@@ -51,7 +55,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> RewardMo
         raise ValueError(f"{folder / CONFIG}: not a {MODEL_FORMAT} model (format={meta.get('format')!r})")
     prof = meta.get("profile_encoder")
     model = build_model(
-        ModelConfig(**meta["config"]),
+        ModelConfig(**{**_SIDECAR_DEFAULTS, **meta["config"]}),
         meta["user_ids"],
         ProfileEncoder.from_dict(prof) if prof else None,
     )

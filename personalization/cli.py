@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     encoder_path = str(Path(args.encoder).resolve()) if args.encoder else None
     encoder = _encoder(encoder_path, "cpu" if args.device == "cpu" else "auto", args.cache_dir)
     data = PreferenceData.from_rows(rows, encoder, progress=not args.quiet)
-    config = FitConfig(progress=not args.quiet)
+    config = FitConfig(progress=not args.quiet, guard=not args.no_guard)
     if args.epochs is not None:
-        config.epochs = args.epochs
-    config.guard = not args.no_guard
+        config = replace(config, epochs=args.epochs)
     model = fit(args.model, data, profiles, config, device=args.device, seed=args.seed)
     model.encoder_info = {"model_id": encoder.model_id, "model_path": encoder_path}
     model.save(args.out)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .models.empirical_bayes import refit_seen_posteriors
 from .models.mixture import collapse
 from .models.posterior import link_fn, link_jacobian
 from .parallel import Beside
@@ -401,5 +402,5 @@ def apply_choice(model: RewardModel, population: RewardModel | None, choice: Cho
         model.prior_var_profile = model.prior_var_profile * choice.prior_scale
         model.prior_var_population = model.prior_var_population * choice.prior_scale
         model.mix_cov = model.mix_cov * choice.prior_scale
-    model.config.temperature = float(choice.temperature)
-    model.refit_seen_posteriors(data.user, data.prompt, data.chosen, data.rejected, profile_feats, has_profile)
+    model.config = replace(model.config, temperature=float(choice.temperature))
+    refit_seen_posteriors(model, data.user, data.prompt, data.chosen, data.rejected, profile_feats, has_profile)

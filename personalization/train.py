@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -13,9 +13,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import ModelConfig, RewardModel, build_model
+from .models.empirical_bayes import fit_user_posteriors
 from .models.posterior import link_fn, nll
 from .parallel import Beside, can_fork
 from .profiles import ProfileEncoder
+from .schedule import set_cosine_lr
 
 
 @dataclass
@@ -65,13 +67,12 @@ class PreferenceData:
         )
 
 
-# Trunk dropout per model kind when FitConfig.dropout is None (chosen on the benchmark populations: 0.5
-# helps BT and PAL — accuracy on the homogeneous set, calibration, new users — and costs VPL accuracy).
-DEFAULT_DROPOUT = {"bt": 0.5, "pal": 0.5, "vpl": 0.2}
-
-
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
+    """How to train (the schedule, batches, VPL/PAL loss weights, the guard) and, in ``model``, what to
+    train: the architecture, whose defaults are the tuned ones (models.ModelConfig). Frozen: vary it with
+    ``dataclasses.replace(config, epochs=…)`` or ``replace(config, model=replace(config.model, …))``."""
+
     epochs: int = 30  # passes over the labelled pairs
     batch_size: int = 64  # pairs per step (BT, PAL); small batches = more steps, which PAL needs
     users_per_batch: int = 16  # users per step (VPL)
@@ -80,27 +81,11 @@ class FitConfig:
     lr: float = 3e-3  # AdamW learning rate of the network (cosine decay)
     user_lr: float = 5e-2  # PAL: learning rate of the per-user mixture logits
     weight_decay: float = 1e-4  # AdamW weight decay
-    hidden: list[int] = field(default_factory=lambda: [128])  # trunk widths
-    features: str = "p_r_pr"  # trunk input blocks (features.FEATURE_KINDS)
-    dropout: float | None = None  # trunk dropout; None = the kind's default (DEFAULT_DROPOUT). Regularises the
-    # trunk on a few thousand pairs and calibrates it
-    latent_dim: int = 8  # VPL latent size / PAL number of prototypes K
-    encoder_hidden: int = 128  # VPL pair-encoder width
     beta: float = 1.0  # VPL: weight of the KL term at the end of annealing
     kl_warmup: float = 0.3  # VPL: fraction of training over which β ramps from 0
-    free_bits: float = 0.05  # VPL: KL floor per latent unit (nats)
-    reward_scaling: bool = False  # VPL: reward() returns scaled (win-rate) rewards by default
-    vpl_likelihood: str = "probit"  # VPL: "probit" (z marginalised in closed form) | "sample" (ELBO, one z)
     refine_epochs: int = 6  # VPL: epochs of MAP refinement after amortised training (see _refine); 0 = off
     refine_lr: float = 2e-3  # VPL: peak learning rate of the refinement (cosine decay)
-    pal_dim: int = 32  # PAL: projector width
-    pal_form: str = "dot"  # PAL: "dot" | "distance"
     pal_prior_weight: float = 1.0  # PAL: weight of the Gaussian prior on the user logits
-    prior_std: float = 1.0  # initial prior std over θ
-    mixture_max_k: int = 6  # most user types in the mixture-of-types prior fitted after training (K chosen
-    # on held-out users, and K = 1 keeps the single Gaussian prior); 0 = never a mixture
-    profile_hidden: int = 16  # profile → prior MLP width (small: a wide one memorises the training users'
-    # profiles, and the empirical-Bayes prior variance then understates how far new users fall from it)
     profile_dropout: float = 0.2  # probability a training user's profile is hidden (learns the no-profile prior)
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # tqdm progress bar over epochs
@@ -113,26 +98,24 @@ class FitConfig:
     # 2+ cores; the same models either way, as each fit seeds its own generators)
     cpu_threads: int | None = 1  # torch threads while training on CPU (1 is fastest for these small nets:
     # small kernels otherwise pay thread-pool barriers, badly on busy machines); None keeps torch's setting
+    model: ModelConfig = field(default_factory=ModelConfig)  # the architecture (trunk widths, dropout, latent
+    # size, profile prior, VPL/PAL heads, mixture prior); fit() sets its kind, dim and profile_dim
 
-    def model_config(self, kind: str, dim: int, profile_dim: int) -> ModelConfig:
-        return ModelConfig(
-            kind=kind,
-            dim=dim,
-            hidden=list(self.hidden),
-            features=self.features,
-            dropout=DEFAULT_DROPOUT.get(kind, 0.2) if self.dropout is None else self.dropout,
-            latent_dim=0 if kind == "bt" else self.latent_dim,
-            profile_dim=0 if kind == "bt" else profile_dim,
-            profile_hidden=self.profile_hidden,
-            prior_std=self.prior_std,
-            encoder_hidden=self.encoder_hidden,
-            free_bits=self.free_bits,
-            reward_scaling=self.reward_scaling,
-            vpl_likelihood=self.vpl_likelihood,
-            pal_dim=self.pal_dim,
-            pal_form=self.pal_form,
-            mixture_max_k=self.mixture_max_k,
-        )
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FitConfig:
+        """A FitConfig from a mapping (JSON, keyword arguments): the model's settings nested under
+        ``"model"``, as ``dataclasses.asdict`` writes them (``model.info["fit_config"]``), or beside the
+        training ones as FitConfig held them before it held a ModelConfig (``{"epochs": 5, "hidden": [64]}``).
+        An unknown key raises TypeError, as the constructor does."""
+        own = {f.name for f in fields(cls)}
+        flat = {k: v for k, v in values.items() if k not in own and k in _MODEL_FIELDS}
+        rest = {k: v for k, v in values.items() if k != "model" and k not in flat}
+        nested = values.get("model")
+        model = nested if isinstance(nested, ModelConfig) else ModelConfig(**(nested or {}))
+        return cls(**rest, model=replace(model, **flat) if flat else model)
+
+
+_MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -251,7 +234,7 @@ def _fit_guarded(
         apply_choice(model, population, choice, data, feats if model.prior_net is not None else None, has_profile)
     model.info["guard"] = record
     model.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
-    model.info["fit_config"] = {k: v for k, v in vars(config).items()}
+    model.info["fit_config"] = asdict(config)
     return model
 
 
@@ -271,7 +254,7 @@ def _fit(
     t0 = time.perf_counter()
     prof_enc, prof_feats, has_profile, missing_row = _profile_matrix(data.user_ids, profiles)
     profile_dim = prof_enc.dim if prof_enc is not None else 0
-    model = build_model(config.model_config(kind, data.dim, profile_dim), data.user_ids, prof_enc).to(dev)
+    model = build_model(config.model.for_data(kind, data.dim, profile_dim), data.user_ids, prof_enc).to(dev)
     if start_from is not None:
         warm_start(model, start_from)
     model.train()
@@ -316,9 +299,7 @@ def _fit(
         perm = torch.randperm(n, generator=gen).to(dev)
         for i in range(steps_per_epoch):
             frac = step / max(total, 1)
-            scale = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
-            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * scale
+            set_cosine_lr(opt, base_lrs, step, total, warmup=warm)
             if model.batching == "users":
                 s = sampler.sample(config.users_per_batch, config.context_max, config.targets)
                 ci, ti = s["ctx_idx"].to(dev), s["tgt_idx"].to(dev)
@@ -354,16 +335,16 @@ def _fit(
     init = logits.detach() if isinstance(logits, torch.Tensor) else None
     model.set_reference(data.prompt, data.chosen, seed=seed)
     refining = model.batching == "users" and model.latent_dim > 0 and config.refine_epochs > 0
-    model.fit_user_posteriors(
-        data.user, data.prompt, data.chosen, data.rejected,
+    fit_user_posteriors(
+        model, data.user, data.prompt, data.chosen, data.rejected,
         prof_feats if use_profiles else None, has_profile, init=init, mixture=not refining,
     )
     refined = 0
     if refining:
         refined = _refine(model, user, prompt, chosen, rejected, counts, feats_dev if use_profiles else None,
                           has_profile.to(dev), config, gen)
-        model.fit_user_posteriors(
-            data.user, data.prompt, data.chosen, data.rejected,
+        fit_user_posteriors(
+            model, data.user, data.prompt, data.chosen, data.rejected,
             prof_feats if use_profiles else None, has_profile, init=model.user_mean.clone(),
         )
     model.info.update({
@@ -377,7 +358,7 @@ def _fit(
         "seed": seed,
         "final": last,
         "active_units": model.active_units(),
-        "fit_config": {k: v for k, v in vars(config).items()},
+        "fit_config": asdict(config),
     })
     return model
 
@@ -460,8 +441,7 @@ def _refine(
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
             if len(idx) == 0:
                 continue
-            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            set_cosine_lr(opt, base_lrs, step, total)
             u = user[idx]
             db, dg = model.raw_deltas(prompt[idx], chosen[idx], rejected[idx])
             logits = db + (dg * link_fn(model.link, theta[u])).sum(-1)

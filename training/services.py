@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,7 @@ def _profiles(study: Study) -> dict[int, dict[str, Any]]:
 
 
 def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], seed: int):
-    from personalization import FitConfig, PreferenceData, fit
+    from personalization import FitConfig, ModelConfig, PreferenceData, fit
 
     user_ids = [str(a) for a in dict.fromkeys(batch.annotator_ids)]
     index = {u: i for i, u in enumerate(user_ids)}
@@ -262,9 +262,9 @@ def _fit(kind: str, batch: JudgmentBatch, profiles: dict[int, dict[str, Any]], s
         batch.rejected,
         user_ids,
     )
-    config = FitConfig(progress=False, mixture_max_k=settings.CHORUS_MIXTURE_MAX_K)
+    config = FitConfig(progress=False, model=ModelConfig(mixture_max_k=settings.CHORUS_MIXTURE_MAX_K))
     if getattr(settings, "CHORUS_FIT_EPOCHS", 0):  # tests train a few epochs only (config.settings.test)
-        config.epochs = settings.CHORUS_FIT_EPOCHS
+        config = replace(config, epochs=settings.CHORUS_FIT_EPOCHS)
     return fit(kind, data, profiles={str(k): v for k, v in profiles.items()}, config=config, seed=seed)
 
 
@@ -278,7 +278,7 @@ def _fit_population(batch: JudgmentBatch, seed: int):
                           batch.prompt, batch.chosen, batch.rejected, user_ids)
     config = FitConfig(progress=False)
     if getattr(settings, "CHORUS_FIT_EPOCHS", 0):
-        config.epochs = settings.CHORUS_FIT_EPOCHS
+        config = replace(config, epochs=settings.CHORUS_FIT_EPOCHS)
     return fit("bt", data, config=config, seed=seed)
 
 
@@ -306,7 +306,7 @@ def _population_guard(model, train: JudgmentBatch, held: JudgmentBatch, profiles
     if worse:
         log.info("personal model worse than the population BT on held-out judgments: falling back %s", record)
         model.attach_population(bt, 0.0)
-        model.config.temperature = 1.0
+        model.config = replace(model.config, temperature=1.0)
         model.info["population_fallback"] = True
         fallback = _evaluate(model, train, held, profiles)
         for key in ("accuracy", "cross_entropy", "ece", "groups"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import ModelConfig, RewardModel
+from .base import DEFAULT_DROPOUT, ModelConfig, RewardModel
 from .bt import BTModel
 from .pal import PALModel
 from .vpl import VPLModel
@@ -19,4 +19,4 @@ def build_model(config: ModelConfig, user_ids=(), profile_encoder=None) -> Rewar
     return cls(config, user_ids, profile_encoder)
 
 
-__all__ = ["MODELS", "BTModel", "ModelConfig", "PALModel", "RewardModel", "VPLModel", "build_model"]
+__all__ = ["DEFAULT_DROPOUT", "MODELS", "BTModel", "ModelConfig", "PALModel", "RewardModel", "VPLModel", "build_model"]

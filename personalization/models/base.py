@@ -3,7 +3,8 @@
 A model maps a (prompt, response) embedding pair to ``r = b(x) + link(θ)·g(x)``: a base reward ``b`` and
 an L-dimensional basis ``g`` from a shared trunk, and a per-user latent θ (``Posterior``). Subclasses
 define ``basis`` (and ``reward_offset`` when the reward has a user-only term) and their training loss;
-inference — posteriors from context, one-label updates, predictions, BALD — lives here.
+inference — posteriors from context, one-label updates, predictions, BALD — lives here. Fitting the seen
+users' posteriors and the prior after training (empirical Bayes, the mixture of types) is empirical_bayes.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,8 +26,8 @@ from .posterior import (
     bald,
     binary_entropy,
     laplace,
+    laplace_chunked,
     link_fn,
-    link_jacobian,
     logit_moments,
     mixture_rank_one_update,
     probit_proba,
@@ -51,21 +52,32 @@ def few_threads(active: bool = True) -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-@dataclass
+# Trunk dropout per model kind when ModelConfig.dropout is None (chosen on the benchmark populations: 0.5
+# helps BT and PAL — accuracy on the homogeneous set, calibration, new users — and costs VPL accuracy).
+DEFAULT_DROPOUT = {"bt": 0.5, "pal": 0.5, "vpl": 0.2}
+
+
+@dataclass(frozen=True)
 class ModelConfig:
+    """A model's architecture and inference settings. The defaults are the library's tuned ones (what
+    ``fit`` trains with); ``fit`` fills in ``kind``, ``dim`` and ``profile_dim`` from its arguments and
+    the data (``for_data``). Frozen: a changed setting is a new config (``dataclasses.replace``)."""
+
     kind: str = "bt"  # registry key: "bt" | "vpl" | "pal"
     dim: int = 384  # embedding width of prompts and responses
-    hidden: list[int] = field(default_factory=lambda: [256])  # trunk layer widths
+    hidden: list[int] = field(default_factory=lambda: [128])  # trunk layer widths
     features: str = "p_r_pr"  # blocks of concat[p, r, p*r] the trunk sees (features.FEATURE_KINDS)
-    dropout: float = 0.0  # trunk dropout during training
-    latent_dim: int = 0  # L: VPL latent size, PAL number of prototypes K, 0 for BT
-    profile_dim: int = 0  # width of profile feature vectors; 0 = no profile prior
-    profile_hidden: int = 64  # hidden width of the profile → prior-mean MLP
+    dropout: float | None = None  # trunk dropout during training; None = the kind's default (DEFAULT_DROPOUT).
+    # Regularises the trunk on a few thousand pairs and calibrates it
+    latent_dim: int = 8  # L: VPL latent size, PAL number of prototypes K (0 or less = 8); always 0 for BT
+    profile_dim: int = 0  # width of profile feature vectors; 0 = no profile prior (always 0 for BT)
+    profile_hidden: int = 16  # hidden width of the profile → prior-mean MLP (small: a wide one memorises the
+    # training users' profiles, and the empirical-Bayes prior variance then understates how far new users fall)
     prior_std: float = 1.0  # initial std of the prior over θ (refitted by empirical Bayes after training)
     encoder_hidden: int = 128  # VPL: width of the pair encoder and attention pooling
     free_bits: float = 0.05  # VPL: KL floor per latent unit (nats) against posterior collapse
     reward_scaling: bool = False  # VPL: reward() returns the win-rate against reference responses by default
-    vpl_likelihood: str = "sample"  # VPL: "sample" (ELBO, one reparameterised z) | "probit" (z marginalised)
+    vpl_likelihood: str = "probit"  # VPL: "probit" (z marginalised in closed form) | "sample" (ELBO, one z)
     pal_dim: int = 32  # PAL: width of the shared projector f(x) the ideal points live in
     pal_form: str = "dot"  # PAL: "dot" (r = <f(x), Σ w_k a_k>) or "distance" (r = −‖f(x) − Σ w_k a_k‖²)
     n_reference: int = 128  # responses kept for reward scaling
@@ -78,6 +90,23 @@ class ModelConfig:
     # chosen out-of-fold on held-out users by the population guard
     temperature: float = 1.0  # divides every predicted logit (mean and spread): calibration fitted on
     # held-out labels; posteriors are fitted on untempered logits
+
+    def resolved(self) -> ModelConfig:
+        """The settings that depend on the kind made concrete (idempotent; every model is built from
+        one): the kind's dropout when None, no latent and no profile prior for BT, 8 latent units for
+        VPL/PAL when none are asked for."""
+        changes: dict[str, Any] = {}
+        if self.dropout is None:
+            changes["dropout"] = DEFAULT_DROPOUT.get(self.kind, 0.2)
+        if self.kind == "bt":
+            changes.update(latent_dim=0, profile_dim=0)
+        elif self.latent_dim <= 0:
+            changes["latent_dim"] = 8
+        return replace(self, **changes) if changes else self
+
+    def for_data(self, kind: str, dim: int, profile_dim: int) -> ModelConfig:
+        """This config for a ``kind`` model on ``dim``-wide embeddings and ``profile_dim`` profile features."""
+        return replace(self, kind=kind, dim=dim, profile_dim=profile_dim, hidden=list(self.hidden)).resolved()
 
 
 class RewardModel(nn.Module):
@@ -107,12 +136,14 @@ class RewardModel(nn.Module):
         profile_encoder: ProfileEncoder | None = None,
     ):
         super().__init__()
+        config = config.resolved()
         self.config = config
         self.user_ids: list[str] = list(user_ids)
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.profile_encoder = profile_encoder
         self.info: dict[str, Any] = {}  # training facts saved with the model (active units, fit time …)
         self.encoder_info: dict[str, Any] = {}  # the text encoder it was trained with (model_id, model_path)
+        assert config.dropout is not None  # resolved() made it the kind's default
         self.trunk = Trunk(config.dim, config.hidden, config.features, config.dropout)
         latent, n_users = config.latent_dim, len(self.user_ids)
         self.prior_net: nn.Module | None = None
@@ -208,8 +239,7 @@ class RewardModel(nn.Module):
         fresh = build_model(population_config(self.config))
         fresh.trunk.load_state_dict(population.trunk.state_dict())
         fresh.get_submodule("base_head").load_state_dict(population.get_submodule("base_head").state_dict())
-        self.config.has_population = True
-        self.config.personal_weight = float(personal_weight)
+        self.config = replace(self.config, has_population=True, personal_weight=float(personal_weight))
         self.population = fresh.to(self.device).eval()
 
     def deltas(self, prompt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -457,301 +487,11 @@ class RewardModel(nn.Module):
             raw = lam * raw + (1.0 - lam) * pop_base
         return raw / self.config.temperature
 
-    # ---- fitting seen users ------------------------------------------------------------------------
-    def _padded_labels(self, user: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
-                       rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every training user's label deltas in rows: Δb (U, P), Δg (U, P, L) and a mask (U, P)."""
-        n_users, latent = len(self.user_ids), self.latent_dim
-        db, dg = self._deltas_chunked(prompt, chosen, rejected)
-        order = torch.argsort(user.cpu(), stable=True)
-        counts = torch.bincount(user.cpu(), minlength=n_users)
-        width = max(int(counts.max()) if counts.numel() else 1, 1)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(order)) - starts[user.cpu()[order]]
-        pad_db, pad_dg, mask = torch.zeros(n_users, width), torch.zeros(n_users, width, latent), torch.zeros(n_users, width)
-        uo = user.cpu()[order]
-        pad_db[uo, slot] = db[order]
-        pad_dg[uo, slot] = dg[order]
-        mask[uo, slot] = 1.0
-        return pad_db, pad_dg, mask
-
-    @torch.no_grad()
-    def refit_seen_posteriors(self, user: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
-                              rejected: torch.Tensor, profile_feats: torch.Tensor | None,
-                              has_profile: torch.Tensor) -> None:
-        """Seen users' posteriors again under the CURRENT prior (no empirical-Bayes step): after the guard
-        changed the prior's scale, the mixture choice or the population blend."""
-        if self.latent_dim == 0:
-            return
-        was_training = self.training
-        self.eval()
-        n_users, latent = len(self.user_ids), self.latent_dim
-        pad_db, pad_dg, mask = self._padded_labels(user, prompt, chosen, rejected)
-        feats = profile_feats if self.prior_net is not None else None
-        has = has_profile.cpu() & torch.tensor(self.prior_net is not None)
-        active = mask.sum(1) > 0
-        if self.has_mixture:
-            log_w = self._mixture_user_log_weights(n_users, feats, has)
-            mean, cov = self._mixture_batch_posterior(pad_db, pad_dg, mask, log_w)
-        else:
-            mu = self.prior_mean(feats).float().cpu().expand(n_users, latent)
-            no_prof = self.prior_mean(self.profile_features([None]) if self.prior_net is not None else None)
-            mu0 = torch.where(has.unsqueeze(1), mu, no_prof.float().cpu().expand(n_users, latent))
-            var = torch.where(has.unsqueeze(1), self.prior_var_profile.cpu(), self.prior_var_population.cpu())
-            mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mu0.clone())
-        keep = active.unsqueeze(1)
-        self.user_mean = torch.where(keep, mean, self.user_mean.cpu()).to(self.user_mean.device)
-        self.user_cov = torch.where(keep.unsqueeze(2), cov, self.user_cov.cpu()).to(self.user_cov.device)
-        self.train(was_training)
-
-    @torch.no_grad()
-    def fit_user_posteriors(
-        self,
-        user: torch.Tensor,
-        prompt: torch.Tensor,
-        chosen: torch.Tensor,
-        rejected: torch.Tensor,
-        profile_feats: torch.Tensor | None,
-        has_profile: torch.Tensor | None = None,
-        init: torch.Tensor | None = None,
-        em_rounds: int = 2,
-        mixture: bool = True,
-    ) -> None:
-        """Laplace posteriors of all training users, with empirical-Bayes prior variances; then (with
-        ``mixture``) the mixture-of-types prior that new users start from."""
-        n_users, latent = len(self.user_ids), self.latent_dim
-        self.user_n = torch.bincount(user.cpu(), minlength=n_users).to(self.user_n.device)
-        if latent == 0:
-            return
-        was_training = self.training
-        self.eval()
-        db, dg = self._deltas_chunked(prompt, chosen, rejected)
-        order = torch.argsort(user.cpu(), stable=True)
-        counts = torch.bincount(user.cpu(), minlength=n_users)
-        width = max(int(counts.max()), 1)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(order)) - starts[user.cpu()[order]]
-        pad_db = torch.zeros(n_users, width)
-        pad_dg = torch.zeros(n_users, width, latent)
-        mask = torch.zeros(n_users, width)
-        uo = user.cpu()[order]
-        pad_db[uo, slot] = db[order]
-        pad_dg[uo, slot] = dg[order]
-        mask[uo, slot] = 1.0
-        feats = profile_feats if self.prior_net is not None else None
-        mu0 = self.prior_mean(feats).float().cpu().expand(n_users, latent).clone()
-        no_prof = self.prior_mean(self.profile_features([None]) if self.prior_net is not None else None)
-        mu_pop = no_prof.float().cpu().expand(n_users, latent)
-        if has_profile is None:
-            has_profile = torch.ones(n_users, dtype=torch.bool)
-        has_profile = has_profile.cpu() & torch.tensor(self.prior_net is not None)
-        mean = init.float().cpu() if init is not None else mu0.clone()
-        cov = torch.zeros(n_users, latent, latent)
-        for _ in range(max(em_rounds, 1)):
-            var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(), self.prior_var_population.cpu())
-            mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mean)
-            # Empirical Bayes (one EM step): prior variance = spread of user posteriors around the prior mean.
-            post_var = cov.diagonal(dim1=-2, dim2=-1)
-            active = counts > 0
-            if int(active.sum()) >= 2:
-                pv = ((mean - mu0) ** 2 + post_var)[active & has_profile]
-                if pv.shape[0] >= 2:
-                    self.prior_var_profile = pv.mean(0).clamp_min(1e-3).to(self.prior_var_profile.device)
-                pv = ((mean - mu_pop) ** 2 + post_var)[active]
-                self.prior_var_population = pv.mean(0).clamp_min(1e-3).to(self.prior_var_population.device)
-        if feats is not None:
-            cv_var = self._cv_profile_var(feats.float().cpu(), mean, cov.diagonal(dim1=-2, dim2=-1),
-                                          counts > 0, has_profile)
-            if cv_var is not None:
-                # The prior net was trained on these very users, so their spread around its predictions
-                # understates a NEW user's: the profile prior's variance comes from out-of-fold
-                # predictions instead, and the seen users' posteriors are refitted under it.
-                self.prior_var_profile = torch.maximum(self.prior_var_profile.cpu(), cv_var).to(
-                    self.prior_var_profile.device)
-                var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(),
-                                  self.prior_var_population.cpu())
-                mean, cov = self._laplace_chunked(pad_db, pad_dg, mask, mu0, torch.diag_embed(var), mean)
-        self.user_mean = mean.to(self.user_mean.device)
-        self.user_cov = cov.to(self.user_cov.device)
-        if mixture and self.config.mixture_max_k >= 2:
-            self._fit_mixture(counts > 0, profile_feats, has_profile)
-            if self.has_mixture:
-                var = torch.where(has_profile.unsqueeze(1), self.prior_var_profile.cpu(),
-                                  self.prior_var_population.cpu())
-                settings = [(mu0, var, self._mixture_user_log_weights(n_users, feats, has_profile))]
-                if bool(has_profile.any()):  # the same users with their profiles hidden
-                    settings.append((mu_pop.clone(), self.prior_var_population.cpu().expand(n_users, latent),
-                                     self._mixture_user_log_weights(n_users, feats,
-                                                                    torch.zeros_like(has_profile))))
-                if self._mixture_predicts_better(pad_db, pad_dg, mask, settings):
-                    self._refit_under_mixture(pad_db, pad_dg, mask, counts > 0, profile_feats, has_profile)
-                else:
-                    self.mix_log_weights = torch.zeros(0, device=self.user_mean.device)
-        self.train(was_training)
-
-    def _fit_mixture(self, active: torch.Tensor, profile_feats: torch.Tensor | None,
-                     has_profile: torch.Tensor, steps: int = 500, l2: float = 1e-3) -> None:
-        """Empirical Bayes for a mixture-of-types prior over θ (mixture.py) from the seen users'
-        posteriors, and a softmax regression from profiles to its weights. BIC keeps one Gaussian
-        (and this model's single-Gaussian prior) when the users do not cluster."""
-        from .mixture import fit_tied_gmm
-
-        self.mix_log_weights = torch.zeros(0, device=self.user_mean.device)
-        rows = torch.nonzero(active).squeeze(1)
-        if rows.numel() < 6:
-            return
-        fit = fit_tied_gmm(self.user_mean[rows].float().cpu(), self.user_cov[rows].float().cpu(),
-                           max_k=self.config.mixture_max_k)
-        if fit.k < 2:
-            return
-        dev = self.user_mean.device
-        self.mix_means = fit.means.to(dev)
-        self.mix_cov = fit.cov.to(dev)
-        weights = torch.zeros(self.config.profile_dim, fit.k)
-        if self.profile_encoder is not None and profile_feats is not None and self.config.profile_dim > 0:
-            # Soft targets: each user's responsibilities, once with their profile (when they have one)
-            # and once with the missing-profile row, so an absent profile gets population-like weights.
-            feats = profile_feats.float().cpu()[rows]
-            missing = self.profile_features([None]).float().cpu().expand(rows.numel(), -1)
-            keep = has_profile.cpu()[rows]
-            x = torch.cat([feats[keep], missing])
-            target = torch.cat([fit.responsibilities[keep], fit.responsibilities])
-            w = torch.zeros(x.shape[1], fit.k, requires_grad=True)
-            b = fit.log_weights.clone().requires_grad_(True)
-            with torch.enable_grad():
-                opt = torch.optim.Adam([w, b], lr=0.05)
-                for _ in range(steps):
-                    loss = -(target * torch.log_softmax(x @ w + b, dim=-1)).sum(-1).mean() + l2 * (w * w).sum()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-            weights, base = w.detach(), b.detach()
-        else:
-            base = fit.log_weights
-        self.mix_log_weights = base.to(dev)
-        self.mix_profile_w = weights.to(dev)
-
-    def _mixture_user_log_weights(self, n_users: int, profile_feats: torch.Tensor | None,
-                                  has_profile: torch.Tensor) -> torch.Tensor:
-        """log π_k for every training user (U, K), from their profile or the missing-profile row."""
-        k = self.mix_log_weights.shape[0]
-        if profile_feats is not None and self.mix_profile_w.numel() > 0:
-            missing = self.profile_features([None]).float().cpu().expand(n_users, -1)
-            feats = torch.where(has_profile.cpu().unsqueeze(1), profile_feats.float().cpu(), missing)
-            return torch.log_softmax(self.mix_log_weights.float().cpu() + feats @ self.mix_profile_w.float().cpu(), -1)
-        return torch.log_softmax(self.mix_log_weights.float().cpu(), -1).expand(n_users, k)
-
-    def _mixture_batch_posterior(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
-                                 log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Collapsed posteriors of U users under the fitted mixture prior from padded labels (mask =
-        which labels count): (U, L), (U, L, L)."""
-        from .mixture import collapse
-
-        n_users, k, latent = pad_db.shape[0], self.mix_log_weights.shape[0], self.latent_dim
-        means = self.mix_means.float().cpu().expand(n_users, k, latent)
-        covs = self.mix_cov.float().cpu().expand(n_users, k, latent, latent)
-        return collapse(*self._component_posteriors(pad_db, pad_dg, mask, log_w, means, covs))
-
-    def _predictive_score(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mean: torch.Tensor,
-                          cov: torch.Tensor, mask: torch.Tensor) -> float:
-        """Σ log p(label) over the masked labels under each user's Gaussian (probit predictive)."""
-        logits = pad_db + torch.einsum("upl,ul->up", pad_dg, link_fn(self.link, mean))
-        psi = torch.einsum("upl,ulk->upk", pad_dg, link_jacobian(self.link, mean))
-        s2 = torch.einsum("upk,ukl,upl->up", psi, cov, psi).clamp_min(0)
-        logp = torch.nn.functional.logsigmoid(logits / torch.sqrt(1.0 + math.pi / 8.0 * s2))
-        return float((logp * mask).sum())
-
-    def _mixture_predicts_better(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
-                                 priors: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                                 contexts: Sequence[int] = (0, 2, 5, 10)) -> bool:
-        """Does the mixture prior predict the seen users' labels better than the single Gaussian prior,
-        in the new-user setting it is for? For each context size n: every user's first n labels give a
-        posterior under each prior, scored on the log-probability of that user's remaining labels.
-        ``priors`` lists the settings to score, each as (Gaussian prior means (U, L), variances (U, L),
-        mixture log weights (U, K)): with the users' profiles and with them hidden, since an annotator
-        may skip the profile. The mixture is kept only if its total is higher: where the profile carries
-        more than the type (it echoes a user's own weights, say), the Gaussian prior's profile network
-        can be the better start."""
-        width = pad_db.shape[1]
-        slot = torch.arange(width).unsqueeze(0)
-        counts = mask.sum(1, keepdim=True)
-        gauss, mix = 0.0, 0.0
-        for g_mu, g_var, log_w in priors:
-            cov0 = torch.diag_embed(g_var)
-            for n in contexts:
-                users = (counts >= n + 3).float()
-                ctx = mask * (slot < n).float() * users
-                target = mask * (slot >= n).float() * users
-                g_mean, g_cov = self._laplace_chunked(pad_db, pad_dg, ctx, g_mu, cov0, g_mu)
-                m_mean, m_cov = self._mixture_batch_posterior(pad_db, pad_dg, ctx, log_w)
-                gauss += self._predictive_score(pad_db, pad_dg, g_mean, g_cov, target)
-                mix += self._predictive_score(pad_db, pad_dg, m_mean, m_cov, target)
-        self.info["prior_check"] = {"gaussian": round(gauss, 3), "mixture": round(mix, 3), "contexts": list(contexts),
-                                    "settings": len(priors)}
-        return mix > gauss
-
-    def _refit_under_mixture(self, pad_db: torch.Tensor, pad_dg: torch.Tensor, mask: torch.Tensor,
-                             active: torch.Tensor, profile_feats: torch.Tensor | None,
-                             has_profile: torch.Tensor) -> None:
-        """Seen users' posteriors again, now under the mixture prior; stored as their collapse."""
-        log_w = self._mixture_user_log_weights(pad_db.shape[0], profile_feats, has_profile)
-        mean, user_cov = self._mixture_batch_posterior(pad_db, pad_dg, mask, log_w)
-        keep = active.cpu().unsqueeze(1)
-        self.user_mean = torch.where(keep, mean, self.user_mean.cpu()).to(self.user_mean.device)
-        self.user_cov = torch.where(keep.unsqueeze(2), user_cov, self.user_cov.cpu()).to(self.user_cov.device)
-
-    def _cv_profile_var(
-        self,
-        feats: torch.Tensor,
-        mean: torch.Tensor,
-        post_var: torch.Tensor,
-        active: torch.Tensor,
-        has_profile: torch.Tensor,
-        folds: int = 5,
-        steps: int = 300,
-    ) -> torch.Tensor | None:
-        """Out-of-fold variance of users' latents around a profile → latent network like ``prior_net``
-        (fresh weights per fold, fitted to the other folds' posterior means): what the profile prior
-        leaves unexplained for a user it has not seen. None with too few users to split."""
-        rows = torch.nonzero(active & has_profile).squeeze(1)
-        if rows.numel() < 4 * folds or self.prior_net is None:
-            return None
-        x, y = feats[rows], mean[rows]
-        gen = torch.Generator().manual_seed(0)
-        fold = torch.randperm(rows.numel(), generator=gen) % folds
-        pred = torch.zeros_like(y)
-        width = self.config.profile_hidden
-        with torch.enable_grad():
-            for k in range(folds):
-                fit_rows, out_rows = fold != k, fold == k
-                torch.manual_seed(k)
-                net = nn.Sequential(nn.Linear(x.shape[1], width), nn.SiLU(), nn.Linear(width, y.shape[1]))
-                opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-3)
-                for _ in range(steps):
-                    opt.zero_grad()
-                    loss = ((net(x[fit_rows]) - y[fit_rows]) ** 2).mean()
-                    loss.backward()
-                    opt.step()
-                with torch.no_grad():
-                    pred[out_rows] = net(x[out_rows])
-        return (((y - pred) ** 2) + post_var[rows]).mean(0).clamp_min(1e-3)
-
-    def _laplace_chunked(self, db, dg, mask, mu0, cov0, init, chunk: int = 1024):
-        means, covs = [], []
-        for i in range(0, db.shape[0], chunk):
-            m, c = laplace(
-                db[i : i + chunk],
-                dg[i : i + chunk],
-                mask[i : i + chunk],
-                mu0[i : i + chunk],
-                cov0[i : i + chunk],
-                self.link,
-                iters=self.config.laplace_iters,
-                init=init[i : i + chunk],
-            )
-            means.append(m)
-            covs.append(c)
-        return torch.cat(means), torch.cat(covs)
+    # ---- batched posteriors (fitting the seen users and the prior after training: empirical_bayes.py) --
+    def _laplace_chunked(self, db: torch.Tensor, dg: torch.Tensor, mask: torch.Tensor, mu0: torch.Tensor,
+                         cov0: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched Laplace posteriors (posterior.laplace_chunked) with this model's link and iterations."""
+        return laplace_chunked(db, dg, mask, mu0, cov0, self.link, iters=self.config.laplace_iters, init=init)
 
     def set_reference(self, prompt: torch.Tensor, response: torch.Tensor, seed: int = 0) -> None:
         k = min(self.config.n_reference, response.shape[0])

@@ -15,8 +15,7 @@ class BTModel(RewardModel):
     kind = "bt"
 
     def __init__(self, config, user_ids=(), profile_encoder=None):
-        config.latent_dim = 0
-        super().__init__(config, user_ids, profile_encoder)
+        super().__init__(config, user_ids, profile_encoder)  # the config's resolved(): no latent
         self.base_head = nn.Linear(self.trunk.out_dim, 1)
 
     def basis(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

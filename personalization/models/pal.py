@@ -25,12 +25,10 @@ class PALModel(RewardModel):
     link = "softmax"
 
     def __init__(self, config, user_ids=(), profile_encoder=None):
-        if config.latent_dim <= 0:
-            config.latent_dim = 8
         if config.pal_form not in ("dot", "distance"):
             raise ValueError(f"pal_form must be 'dot' or 'distance', not {config.pal_form!r}")
         super().__init__(config, user_ids, profile_encoder)
-        k, d = config.latent_dim, config.pal_dim
+        k, d = self.config.latent_dim, self.config.pal_dim  # resolved: 8 prototypes when none are asked for
         self.proj = nn.Linear(self.trunk.out_dim, d)
         self.prototypes = nn.Parameter(torch.randn(k, d) / d**0.5)
         gen = torch.Generator().manual_seed(0)

@@ -202,6 +202,36 @@ def laplace(
     return theta, 0.5 * (cov + cov.transpose(-1, -2))
 
 
+def laplace_chunked(
+    db: torch.Tensor,
+    dg: torch.Tensor,
+    mask: torch.Tensor,
+    mu0: torch.Tensor,
+    cov0: torch.Tensor,
+    link: str,
+    iters: int = 20,
+    init: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``laplace`` over ``chunk`` users at a time (the same result; the (U, P, L, L) temporaries of
+    thousands of users at once would not fit in memory)."""
+    means, covs = [], []
+    for i in range(0, db.shape[0], chunk):
+        m, c = laplace(
+            db[i : i + chunk],
+            dg[i : i + chunk],
+            mask[i : i + chunk],
+            mu0[i : i + chunk],
+            cov0[i : i + chunk],
+            link,
+            iters=iters,
+            init=None if init is None else init[i : i + chunk],
+        )
+        means.append(m)
+        covs.append(c)
+    return torch.cat(means), torch.cat(covs)
+
+
 def rank_one_update(post: Posterior, db: torch.Tensor, dg: torch.Tensor, link: str) -> Posterior:
     """Posterior after ONE more label (chosen first): a rank-one Laplace step, no retraining.
 

@@ -33,9 +33,8 @@ class VPLModel(RewardModel):
     batching = "users"
 
     def __init__(self, config, user_ids=(), profile_encoder=None):
-        if config.latent_dim <= 0:
-            config.latent_dim = 8
         super().__init__(config, user_ids, profile_encoder)
+        config = self.config  # resolved: 8 latent units when none are asked for
         hid, latent, width = self.trunk.out_dim, config.latent_dim, config.encoder_hidden
         self.base_head = nn.Linear(hid, 1)
         self.basis_head = nn.Linear(hid, latent)

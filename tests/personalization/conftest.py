@@ -36,7 +36,7 @@ def small_config(**kw) -> FitConfig:
     base = dict(epochs=3, hidden=[16], latent_dim=3, encoder_hidden=16, pal_dim=8, profile_hidden=8,
                 batch_size=64, users_per_batch=8, targets=8, context_max=8, progress=False)
     base.update(kw)
-    return FitConfig(**base)
+    return FitConfig.from_dict(base)  # the model's settings (hidden, latent_dim …) go into FitConfig.model
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,22 @@ def test_it_round_trips_save_and_load(kind, tmp_path):
     assert torch.equal(model.posterior(ctx, prof).mean, again.posterior(ctx, prof).mean)
 
 
+def test_it_loads_a_sidecar_written_before_settings_existed(tmp_path):
+    data, profiles, *_ = make_data()
+    model = fit("vpl", data, profiles, small_config(epochs=1, vpl_likelihood="sample", guard=False))
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    for key in ("vpl_likelihood", "mixture_max_k", "has_population", "personal_weight", "temperature"):
+        meta["config"].pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    old = load_model(tmp_path)
+    # A missing key means the default of its day ("sample" before "probit" was the tuned default).
+    assert old.config == model.config
+    p, a, b = data.prompt[:10], data.chosen[:10], data.rejected[:10]
+    assert torch.equal(old.predict_proba(old.user_posterior("u1"), p, a, b)[0],
+                       model.predict_proba(model.user_posterior("u1"), p, a, b)[0])
+
+
 def test_it_never_pickles(tmp_path):
     data, profiles, *_ = make_data()
     model = fit("vpl", data, profiles, small_config(epochs=1))

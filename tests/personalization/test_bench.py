@@ -2,6 +2,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from personalization.models import ModelConfig
 from personalization.synthetic import PRESETS, Population
 from personalization.train import FitConfig, fit
 
@@ -37,7 +38,7 @@ def test_it_beats_bt_on_the_pets_population_in_quick_mode():
     cfg = bench.quick_config()
     cfg.n_train_users, cfg.pairs_per_user, cfg.n_new_users, cfg.test_pairs = 40, 30, 20, 20
     cfg.context_sizes = (0, 10)
-    cfg.fit = FitConfig(progress=False, epochs=25, hidden=[32], latent_dim=3, encoder_hidden=32, pal_dim=16)
+    cfg.fit = FitConfig(progress=False, epochs=25, model=ModelConfig(hidden=[32], latent_dim=3, encoder_hidden=32, pal_dim=16))
     res = bench.run_population(PRESETS["pets"](), cfg)
     models = res["models"]
     bt = models["bt"]["seen"]["acc"]
@@ -170,7 +171,7 @@ def test_it_measures_a_trained_models_basis_cap():
     cfg = bench.BenchConfig(n_train_users=16, pairs_per_user=30, test_pairs=20, n_new_users=2, context_sizes=(0,))
     pop = Population(PRESETS["pets"]())
     split = bench.make_split(pop, cfg)
-    small = FitConfig(progress=False, epochs=4, hidden=[16], latent_dim=2, encoder_hidden=16, refine_epochs=1)
+    small = FitConfig(progress=False, epochs=4, refine_epochs=1, model=ModelConfig(hidden=[16], latent_dim=2, encoder_hidden=16))
     model = fit("vpl", split["data"], split["profiles"], small, seed=0)
     b = learners.basis_check(pop, split, model)
     assert set(b) == {"benchmarked", "best_fit", "oracle_type_prior"}

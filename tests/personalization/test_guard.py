@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -105,7 +106,7 @@ def test_it_backs_off_exactly_to_the_population_and_exports_the_blend(tmp_path):
     p, a, b = data.prompt[:30], data.chosen[:30], data.rejected[:30]
     before = pal.predict_proba(pal.user_posterior("u1"), p, a, b)[0]
     pal.attach_population(bt, 0.0)
-    pal.config.temperature = 2.0
+    pal.config = replace(pal.config, temperature=2.0)
     post = pal.user_posterior("u1")
     expected = torch.sigmoid(bt.pair_deltas(p, a, b).db / 2.0)
     assert torch.allclose(pal.predict_proba(post, p, a, b)[0], expected, atol=1e-5)
@@ -180,7 +181,7 @@ def test_it_warm_starts_from_a_model_matching_users_by_id():
     first = fit("pal", sub, profiles, cfg, seed=0)
     from personalization.models import build_model
     from personalization.train import warm_start
-    fresh = build_model(cfg.model_config("pal", data.dim, first.config.profile_dim), data.user_ids,
+    fresh = build_model(cfg.model.for_data("pal", data.dim, first.config.profile_dim), data.user_ids,
                         first.profile_encoder)
     before = fresh.user_logits.detach().clone()
     warm_start(fresh, first)

@@ -160,11 +160,11 @@ def test_it_keeps_the_mixture_only_where_it_predicts_held_out_labels_better(type
     assert check["contexts"] == [0, 2, 5, 10] and check["mixture"] > check["gaussian"]
     # Type weights that ignore the profile (a heavy penalty on the profile → weight regression) make the
     # mixture a worse start than the profile's Gaussian prior on these profile-determined users: refused.
-    from personalization.models.base import RewardModel
+    from personalization.models import empirical_bayes
 
-    original = RewardModel._fit_mixture
-    monkeypatch.setattr(RewardModel, "_fit_mixture",
-                        lambda self, *a, **kw: original(self, *a, **{**kw, "l2": 100.0}))
+    original = empirical_bayes.fit_mixture
+    monkeypatch.setattr(empirical_bayes, "fit_mixture",
+                        lambda model, *a, **kw: original(model, *a, **{**kw, "l2": 100.0}))
     data, profiles, *_ = make_data(n_users=40, per_user=30, seed=3)
     refused = fit("vpl", data, profiles, small_config(epochs=40, latent_dim=2), seed=0)
     assert refused.info["prior_check"]["mixture"] < refused.info["prior_check"]["gaussian"]

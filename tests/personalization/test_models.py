@@ -1,5 +1,7 @@
 import copy
+import dataclasses
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -67,7 +69,7 @@ def test_it_decreases_the_loss(kind):
 def test_it_changes_parameters_after_one_step(kind):
     data, profiles, *_ = make_data()
     cfg = small_config()
-    model = build_model(cfg.model_config(kind, DIM, 0), data.user_ids)
+    model = build_model(cfg.model.for_data(kind, DIM, 0), data.user_ids)
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     idx = torch.arange(32)
@@ -206,49 +208,29 @@ def test_it_fits_on_cuda_with_bf16():
     assert prob.shape == (4,) and torch.isfinite(prob).all()
 
 
-def test_fit_config_dropout_defaults_per_kind_and_an_explicit_value_wins():
-    from personalization.train import DEFAULT_DROPOUT, FitConfig
+def test_it_defaults_dropout_per_kind_and_an_explicit_value_wins():
+    from personalization.models import DEFAULT_DROPOUT, ModelConfig
 
-    cfg = FitConfig()
+    cfg = ModelConfig()
     for kind in ("bt", "vpl", "pal"):
-        assert cfg.model_config(kind, 8, 0).dropout == DEFAULT_DROPOUT[kind]
-    assert FitConfig(dropout=0.1).model_config("pal", 8, 0).dropout == 0.1
+        assert cfg.for_data(kind, 8, 0).dropout == DEFAULT_DROPOUT[kind]
+        assert build_model(replace(cfg, kind=kind, dim=8)).config.dropout == DEFAULT_DROPOUT[kind]
+    assert ModelConfig(dropout=0.1).for_data("pal", 8, 0).dropout == 0.1
 
 
-@pytest.mark.parametrize("kind", ["vpl", "pal"])
-def test_it_takes_the_profile_prior_variance_out_of_fold(kind, trained):
-    models, *_ = trained
-    model = models[kind]
-    gen = torch.Generator().manual_seed(0)
-    n, feats_dim, latent = 200, 12, model.latent_dim
-    x = torch.randn(n, feats_dim, generator=gen)
-    noise = torch.randn(n, latent, generator=gen)
-    ones, zeros = torch.ones(n, dtype=torch.bool), torch.zeros(n, latent)
-    # Profiles that say nothing: a network fitted to 160 users cannot predict the other 40, so the
-    # prior variance is the latents' whole spread (an in-sample fit would claim less).
-    blind = model._cv_profile_var(x, noise, zeros, ones, ones)
-    assert (blind > 0.8 * noise.var(0)).all()
-    # Profiles that tell the latent: only the part they leave out remains.
-    told = model._cv_profile_var(x, x[:, :latent] + 0.1 * noise, zeros, ones, ones)
-    assert (told < 0.2).all()
-    # Posterior variance adds on top, and too few users to split gives no estimate.
-    with_post = model._cv_profile_var(x, noise, torch.full((n, latent), 0.5), ones, ones)
-    torch.testing.assert_close(with_post, blind + 0.5)
-    assert model._cv_profile_var(x[:10], noise[:10], zeros[:10], ones[:10], ones[:10]) is None
+def test_it_gives_bt_no_latent_and_the_others_one_without_mutating_the_config():
+    from personalization.models import ModelConfig
 
-
-def test_it_widens_the_profile_prior_to_the_out_of_fold_spread(trained, monkeypatch):
-    models, data, profiles, *_ = trained
-    model = copy.deepcopy(models["pal"])
-    feats = model.profile_features([profiles[u] for u in data.user_ids])
-    wide = torch.full((model.latent_dim,), 7.0)
-    monkeypatch.setattr(model, "_cv_profile_var", lambda *args, **kw: wide)
-    model.fit_user_posteriors(data.user, data.prompt, data.chosen, data.rejected, feats)
-    torch.testing.assert_close(model.prior_var_profile, wide)
-    # A narrower out-of-fold estimate never tightens the in-sample one.
-    monkeypatch.setattr(model, "_cv_profile_var", lambda *args, **kw: torch.full((model.latent_dim,), 1e-3))
-    model.fit_user_posteriors(data.user, data.prompt, data.chosen, data.rejected, feats)
-    assert (model.prior_var_profile > 1e-3).all()
+    cfg = ModelConfig(latent_dim=0, profile_dim=5)
+    assert build_model(replace(cfg, kind="bt")).config.latent_dim == 0
+    assert build_model(replace(cfg, kind="bt")).config.profile_dim == 0
+    for kind in ("vpl", "pal"):
+        assert build_model(replace(cfg, kind=kind)).config.latent_dim == 8  # none asked for: 8 units
+    assert ModelConfig().for_data("vpl", 16, 3) == replace(ModelConfig(), kind="vpl", dim=16, profile_dim=3,
+                                                            dropout=0.2)
+    assert cfg.latent_dim == 0 and cfg.profile_dim == 5 and cfg.dropout is None  # configs are never changed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.latent_dim = 4  # type: ignore[misc]
 
 
 def test_it_refines_vpl_seen_users_after_amortised_training():
