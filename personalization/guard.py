@@ -40,12 +40,11 @@ if TYPE_CHECKING:
 GUARD_CONTEXTS = (0, 1, 2, 5, 10)  # new-user context sizes scored (each weighs the same)
 PERSONAL_WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # λ candidates besides 0 (= BT)
 PRIOR_SCALES = (0.25, 1.0, 2.0)  # s: multiplies the prior (co)variance of θ
-# τ ≥ 1 only: the final model trains longer than the split's (it continues it), so it is at least as
-# confident; a split model that looks under-confident (τ < 1) then sharpens a model that needs it less
-# (measured on a pure-noise population: τ 0.83 from the split cost the final BT 0.005 nats).
+# τ ≥ 1 only: τ is fitted on the split's models, whose confidence need not transfer to the final fit; a
+# split model that looks under-confident (τ < 1) would sharpen a final model that needs it less (measured
+# on a pure-noise population: τ 0.83 from the split cost the final model 0.005 nats).
 TEMPERATURES = tuple(math.exp(x) for x in torch.linspace(0.0, math.log(5.0), 41).tolist())
 _LAMBDA2 = math.pi / 8.0
-SPLIT_SAME_STEPS = True
 
 
 @dataclass
@@ -316,16 +315,14 @@ def select(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, 
     # As many optimisation steps as a fit on all pairs (steps per epoch scale with the pairs): a split
     # model trained for fewer steps over-fits less than the final model, so the back-off chosen on it
     # would be too bold (measured: a pure-noise population then got λ = 1 and +0.02 cross-entropy).
-    epochs = max(1, round(config.epochs * len(data) / max(len(train), 1))) if SPLIT_SAME_STEPS else config.epochs
+    epochs = max(1, round(config.epochs * len(data) / max(len(train), 1)))
     sub = replace(config, guard=False, progress=False, epochs=epochs)
     bt_job = Beside(fit_fn, "bt", train, None, sub, seed, enabled=parallel)  # a second core, if there is one
     model = fit_fn(kind, train, profiles, sub, seed)
     bt = bt_job.result()
     fit_seconds = time.perf_counter() - t0  # fitting the split's models
     with torch.no_grad():
-        record = _search(model, bt, data, train, train_users, held_rows, new_users, remap, profiles or {}, fit_seconds)
-    record["models"] = (model, bt)  # the final fit starts from them (train._fit_guarded pops them)
-    return record
+        return _search(model, bt, data, train, train_users, held_rows, new_users, remap, profiles or {}, fit_seconds)
 
 
 def _search(model: RewardModel, bt: RewardModel, data: PreferenceData, train: PreferenceData,

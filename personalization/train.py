@@ -215,19 +215,14 @@ def _fit_guarded(
     record = select(kind, data, profiles, config, lambda k, d, p, c, s: _fit(k, d, p, c, dev, s), seed,
                     parallel=parallel)
     choice = record.pop("choice")
-    split_models = record.pop("models", None)
-    sub = replace(config, guard=False)
-    inits: tuple[RewardModel | None, RewardModel | None] = (None, None)
-    if split_models is not None:
-        # The final models continue the split's models on all the data (a short warm restart) instead of
-        # starting again: the split's training is not thrown away, which cuts the guard's cost by a third,
-        # and the model the choice was made for is the one that ships, trained further.
-        sub, inits = continuation_config(sub), split_models
-        record["warm_start"] = {"epochs": sub.epochs}
     record["parallel"] = parallel
+    sub = replace(config, guard=False)
+    # The final models start again on all the data. Continuing the split's models instead (a warm restart
+    # for a third of the epochs, a third cheaper) lost up to 0.016 of accuracy to BT on the realistic
+    # populations: a model that spent its steps on 56% of the pairs does not catch up (BENCHMARKS.md).
     need_bt = choice is not None and choice.personal_weight < 1.0
-    bt_job = Beside(_fit, "bt", data, None, sub, dev, seed, inits[1], enabled=parallel and need_bt)
-    model = _fit(kind, data, profiles, sub, dev, seed, start_from=inits[0])
+    bt_job = Beside(_fit, "bt", data, None, sub, dev, seed, enabled=parallel and need_bt)
+    model = _fit(kind, data, profiles, sub, dev, seed)
     if choice is not None:
         population = bt_job.result() if need_bt else None
         _enc, feats, has_profile, _missing = _profile_matrix(data.user_ids, profiles)
@@ -245,18 +240,13 @@ def _fit(
     config: FitConfig,
     dev: torch.device,
     seed: int,
-    start_from: RewardModel | None = None,
 ) -> RewardModel:
-    """One fit; ``start_from`` = a model of the same kind whose parameters the new one starts from (warm start:
-    the users it knew keep their per-user parameters, the rest start fresh)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     prof_enc, prof_feats, has_profile, missing_row = _profile_matrix(data.user_ids, profiles)
     profile_dim = prof_enc.dim if prof_enc is not None else 0
     model = build_model(config.model.for_data(kind, data.dim, profile_dim), data.user_ids, prof_enc).to(dev)
-    if start_from is not None:
-        warm_start(model, start_from)
     model.train()
 
     user = data.user.to(dev)
@@ -361,39 +351,6 @@ def _fit(
         "fit_config": asdict(config),
     })
     return model
-
-
-# Warm restart of the guard's final fit from the split's model: this share of FitConfig.epochs, on all the
-# pairs, with the usual warm-up and cosine decay from the full learning rate (chosen on the benchmark
-# populations, BENCHMARKS.md "guard cost": seen and new users level with a fit from scratch or better, at
-# about 60% of its cost; half the learning rate lost 0.005 of seen accuracy).
-CONTINUE_EPOCHS = 0.34
-
-
-def continuation_config(config: FitConfig) -> FitConfig:
-    """The FitConfig of a warm restart (``_fit(..., start_from=...)``)."""
-    return replace(config, epochs=max(1, round(config.epochs * CONTINUE_EPOCHS)))
-
-
-def warm_start(model: RewardModel, init: RewardModel) -> None:
-    """Copy ``init``'s parameters into ``model`` where names and shapes agree. Per-user rows (PAL's
-    ``user_logits``) are matched by user id: users ``init`` never saw keep their fresh initialisation, and
-    so does any tensor whose shape differs (e.g. a profile layer when new profile values appeared)."""
-    own = model.state_dict()
-    theirs = init.state_dict()
-    row = {u: i for i, u in enumerate(init.user_ids)}
-    with torch.no_grad():
-        for name, t in own.items():
-            src = theirs.get(name)
-            if src is None:
-                continue
-            if name == "user_logits":
-                for i, u in enumerate(model.user_ids):
-                    j = row.get(u)
-                    if j is not None and src.shape[1:] == t.shape[1:]:
-                        t[i].copy_(src[j])
-            elif src.shape == t.shape:
-                t.copy_(src)
 
 
 def _refine(

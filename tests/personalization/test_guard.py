@@ -168,37 +168,3 @@ def test_it_is_calibrated_on_a_generator_with_known_probabilities():
               for k in range(10) if (idx == k).any())
     assert ece < 0.05, (ece, model.info["guard"]["chosen"], model.config.temperature)
     assert math.isfinite(model.info["guard"]["heldout"]["seen"]["ece"])
-
-
-def test_it_warm_starts_from_a_model_matching_users_by_id():
-    data, profiles, _direction, _types = make_data(n_users=8, per_user=12, seed=3)
-    keep = data.user >= 2  # the first model never sees u0 and u1
-    sub_ids = data.user_ids[2:][::-1]  # and lists its users in another order
-    remap = {data.user_ids[i]: sub_ids.index(data.user_ids[i]) for i in range(2, 8)}
-    sub = PreferenceData(torch.tensor([remap[data.user_ids[int(u)]] for u in data.user[keep]]),
-                         data.prompt[keep], data.chosen[keep], data.rejected[keep], list(sub_ids))
-    cfg = small_config(guard=False)
-    first = fit("pal", sub, profiles, cfg, seed=0)
-    from personalization.models import build_model
-    from personalization.train import warm_start
-    fresh = build_model(cfg.model.for_data("pal", data.dim, first.config.profile_dim), data.user_ids,
-                        first.profile_encoder)
-    before = fresh.user_logits.detach().clone()
-    warm_start(fresh, first)
-    for name, p in first.named_parameters():
-        if name != "user_logits":
-            assert torch.equal(dict(fresh.named_parameters())[name], p), name
-    for i, u in enumerate(data.user_ids):
-        if u in remap:
-            assert torch.equal(fresh.user_logits[i], first.user_logits[remap[u]])
-        else:
-            assert torch.equal(fresh.user_logits[i], before[i])  # unknown users keep their fresh start
-
-
-def test_it_continues_the_split_models_instead_of_refitting_from_scratch(noise_population):
-    _data, _prob, _bt, vpl = noise_population
-    from personalization.train import continuation_config
-    cont = continuation_config(small_config(epochs=16))
-    guard = vpl.info["guard"]
-    assert guard["warm_start"] == {"epochs": cont.epochs}
-    assert cont.epochs < 16 and vpl.info["epochs"] == cont.epochs  # the final fit is the short restart
