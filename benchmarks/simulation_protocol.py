@@ -62,7 +62,6 @@ if __name__ == "__main__":  # a script: the repository on the path and Django se
     django.setup()
 
 from django.db import transaction  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
 
 from feedback.models import Annotator, Pair, Study, text_hash  # noqa: E402
 from personalization.synthetic import Population, SyntheticUser  # noqa: E402
@@ -230,6 +229,26 @@ def _held_out(pair_ids: Sequence[int]) -> Iterator[None]:
     # active_learning imported the function by name: both references are wrapped.
     with mock.patch.object(selection, "eligible_pairs", eligible_pairs), \
             mock.patch.object(active_learning, "eligible_pairs", eligible_pairs):
+        yield
+
+
+@contextlib.contextmanager
+def _no_auto_retrain(study_pk: int) -> Iterator[None]:
+    """Retraining happens only where the protocol asks for it (warm-up, --retrain-every), in this process.
+
+    The judgment hook asks training.services.retrain_rule whether the study is due; for the run's study it
+    answers "never" (0) here. Overriding the site default (CHORUS_RETRAIN_*) alone missed a study with its
+    own rule (retrain_every_judgments wins over the default), which then retrained in the middle of a
+    strategy; writing the study's rule instead would be the crash hazard _run_view avoids.
+    """
+    from training import services as training_services
+
+    real = training_services.retrain_rule
+
+    def retrain_rule(study: Study) -> tuple[int, int, int]:
+        return (0, 0, 0) if study.pk == study_pk else real(study)
+
+    with mock.patch.object(training_services, "retrain_rule", retrain_rule):
         yield
 
 
@@ -447,14 +466,10 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
         "strategies": {},
     }
-    # Retraining happens only where the protocol asks for it (warm-up, --retrain-every).
-    no_auto_retrain = override_settings(
-        CHORUS_RETRAIN_MIN_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_MINUTES=10**9
-    )
     # The run's settings, in this process only (_run_view): every phase's annotators carry a view of the
     # study with them and its selector; the study's row is never written.
     run_settings = {"overlap_target": overlap, "pairs_per_annotator": quota, "status": Study.Status.ACTIVE}
-    with _eager_tasks(), no_auto_retrain, _held_out(eval_table.pair_ids.tolist()):
+    with _eager_tasks(), _no_auto_retrain(study.pk), _held_out(eval_table.pair_ids.tolist()):
         kind = config.kind or study.model_kind
         if config.warmup_annotators:
             warm_view = _run_view(study, selector="random", **run_settings)

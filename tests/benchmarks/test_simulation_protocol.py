@@ -8,7 +8,7 @@ import pytest
 
 from feedback.models import Annotator, Assignment, Judgment, Pair, Study
 from tests.benchmarks.conftest import load
-from training.models import AnnotatorPosterior
+from training.models import AnnotatorPosterior, ModelVersion
 
 simulation = load("simulation_protocol")
 
@@ -103,9 +103,9 @@ def _pair_rows(study):
 
 def _settings_a_run_must_not_need(study):
     """Settings under which the run could not proceed if it read them from the row: paused (no joins),
-    a quota of one pair, a model selector instead of the warm-up's random one."""
+    a quota of one pair, a model selector instead of the warm-up's random one, a retrain after every label."""
     Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED, pairs_per_annotator=1,
-                                             selector="info_gain", overlap_target=2)
+                                             selector="info_gain", overlap_target=2, retrain_every_judgments=1)
     study.refresh_from_db()
 
 
@@ -167,6 +167,8 @@ def test_it_labels_under_the_runs_settings_without_writing_them(tiny_study, tmp_
     assert set(Assignment.objects.filter(annotator__study=tiny_study).values_list("selector", flat=True)) == {
         "random"}
     assert len(rows_midway) == 6 and all(row == study_before for row in rows_midway)
+    # the study's own rule (a retrain after every judgment) did not fire: the run retrains only when it asks
+    assert not ModelVersion.objects.filter(study=tiny_study).exists()
     assert _study_row(tiny_study) == study_before
     judged: dict[int, int] = {}
     for pair_id in Judgment.objects.filter(pair__study=tiny_study).values_list("pair_id", flat=True):
