@@ -8,9 +8,10 @@
 
 (It was ``manage.py simulate``; a research harness, so it lives outside the app.) Run as a script it uses
 the database of DJANGO_SETTINGS_MODULE (default config.settings.base, as manage.py) and ADDS annotators
-and judgments to the study: use a sandbox study. The study's selector, overlap target and quota are
-changed for the run and restored afterwards; the held-out pairs are kept from the selectors in this
-process only (no row is written for them, so a crash cannot leave the study's pairs looking full).
+and judgments to the study: use a sandbox study. Nothing else of the study is written: the run's
+settings (selector, overlap target, quota, an open status) live on an unsaved copy of the study that the
+services are handed (``_run_view``), and the held-out pairs are kept from the selectors in this process
+only (``_held_out``), so a run that dies midway leaves the study's row and its pairs' settings as they were.
 
 The people come from ``personalization.synthetic`` (the project's one population model: K user types
 with true reward weights over VISIBLE response attributes, Bradley–Terry label noise, PRISM-style
@@ -61,7 +62,6 @@ if __name__ == "__main__":  # a script: the repository on the path and Django se
     django.setup()
 
 from django.db import transaction  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
 
 from feedback.models import Annotator, Pair, Study, text_hash  # noqa: E402
 from personalization.synthetic import Population, SyntheticUser  # noqa: E402
@@ -186,18 +186,27 @@ def _eager_tasks() -> Iterator[None]:
         trace_log.setLevel(level)
 
 
-@contextlib.contextmanager
-def _study_settings(study: Study, **values: Any) -> Iterator[None]:
-    before = {k: getattr(study, k) for k in values}
-    Study.objects.filter(pk=study.pk).update(**values)
-    for k, v in values.items():
-        setattr(study, k, v)
-    try:
-        yield
-    finally:
-        Study.objects.filter(pk=study.pk).update(**before)
-        for k, v in before.items():
-            setattr(study, k, v)
+def _refuse_save(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("a simulation's view of a study is never saved: it carries the run's settings")
+
+
+def _run_view(study: Study, **values: Any) -> Study:
+    """The study as this run sees it: a fresh, unsaved instance with the run's settings, handed to the
+    services in place of the stored row.
+
+    The services read these settings from the Study instance they are given, never from the database:
+    annotator_join's ``study`` (status), then ``annotator.study`` in assignment_next (status, quota,
+    selector, overlap target), the selectors' eligible_pairs (overlap target) and judgment_create (quota).
+    So the annotators of a run carry this view (``_join``) and no row is written. (This once UPDATEd the
+    live study's settings and put them back at the end: a crash in between left the study changed.)
+    save() is refused on the view, so a service that ever saves the study it was handed fails loudly
+    instead of writing the run's settings to the live study.
+    """
+    view = Study.objects.get(pk=study.pk)
+    for name, value in values.items():
+        setattr(view, name, value)
+    view.save = _refuse_save  # type: ignore[method-assign]  # this instance only: Model.save is untouched
+    return view
 
 
 @contextlib.contextmanager
@@ -220,6 +229,26 @@ def _held_out(pair_ids: Sequence[int]) -> Iterator[None]:
     # active_learning imported the function by name: both references are wrapped.
     with mock.patch.object(selection, "eligible_pairs", eligible_pairs), \
             mock.patch.object(active_learning, "eligible_pairs", eligible_pairs):
+        yield
+
+
+@contextlib.contextmanager
+def _no_auto_retrain(study_pk: int) -> Iterator[None]:
+    """Retraining happens only where the protocol asks for it (warm-up, --retrain-every), in this process.
+
+    The judgment hook asks training.services.retrain_rule whether the study is due; for the run's study it
+    answers "never" (0) here. Overriding the site default (CHORUS_RETRAIN_*) alone missed a study with its
+    own rule (retrain_every_judgments wins over the default), which then retrained in the middle of a
+    strategy; writing the study's rule instead would be the crash hazard _run_view avoids.
+    """
+    from training import services as training_services
+
+    real = training_services.retrain_rule
+
+    def retrain_rule(study: Study) -> tuple[int, int, int]:
+        return (0, 0, 0) if study.pk == study_pk else real(study)
+
+    with mock.patch.object(training_services, "retrain_rule", retrain_rule):
         yield
 
 
@@ -341,16 +370,20 @@ def _label_one(annotator: Annotator, user: SyntheticUser, pop: Population, table
     return True
 
 
-def _join(study: Study, user: SyntheticUser, tag: str, with_profile: bool = True) -> Annotator:
+def _join(view: Study, user: SyntheticUser, tag: str, with_profile: bool = True) -> Annotator:
+    """A simulated annotator of the run's view of the study (``_run_view``), carrying that view."""
     from feedback import services as fs
 
-    annotator, _ = fs.annotator_join(study=study, external_id=f"{tag}-{user.id}")
+    annotator, _ = fs.annotator_join(study=view, external_id=f"{tag}-{user.id}")
     fs.annotator_consent(annotator=annotator)
     if with_profile:
-        allowed = set(study.profile_fields)
+        allowed = set(view.profile_fields)
         fs.profile_update(annotator=annotator, data={k: v for k, v in user.profile.items() if k in allowed})
-    # Fresh instance: the profile cached on the old one predates the update.
-    return Annotator.objects.select_related("study", "profile").get(pk=annotator.pk)
+    # Fresh instance: the profile cached on the old one predates the update. Its study is the run's view,
+    # not the stored row, so the services it is handed to read the run's settings.
+    fresh = Annotator.objects.select_related("profile").get(pk=annotator.pk)
+    fresh.study = view
+    return fresh
 
 
 def _activate(study: Study, version_pk: int) -> None:
@@ -433,23 +466,20 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
         "strategies": {},
     }
-    # Retraining happens only where the protocol asks for it (warm-up, --retrain-every).
-    no_auto_retrain = override_settings(
-        CHORUS_RETRAIN_MIN_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_JUDGMENTS=10**9, CHORUS_RETRAIN_EVERY_MINUTES=10**9
-    )
-    with _eager_tasks(), no_auto_retrain, _held_out(eval_table.pair_ids.tolist()), _study_settings(
-        study, overlap_target=overlap, pairs_per_annotator=quota, status=Study.Status.ACTIVE
-    ):
+    # The run's settings, in this process only (_run_view): every phase's annotators carry a view of the
+    # study with them and its selector; the study's row is never written.
+    run_settings = {"overlap_target": overlap, "pairs_per_annotator": quota, "status": Study.Status.ACTIVE}
+    with _eager_tasks(), _no_auto_retrain(study.pk), _held_out(eval_table.pair_ids.tolist()):
         kind = config.kind or study.model_kind
         if config.warmup_annotators:
-            with _study_settings(study, selector="random"):
-                log(f"warm-up: {config.warmup_annotators} annotators x {config.warmup_labels} labels (random)")
-                timer = _Timer()
-                for user in pop.draw_users(config.warmup_annotators, rng, prefix=f"warm{config.seed}-"):
-                    annotator = _join(study, user, f"sim-{run_tag}")
-                    for i in range(config.warmup_labels):
-                        if not _label_one(annotator, user, pop, table, rng, timer, f"w{i}"):
-                            break
+            warm_view = _run_view(study, selector="random", **run_settings)
+            log(f"warm-up: {config.warmup_annotators} annotators x {config.warmup_labels} labels (random)")
+            timer = _Timer()
+            for user in pop.draw_users(config.warmup_annotators, rng, prefix=f"warm{config.seed}-"):
+                annotator = _join(warm_view, user, f"sim-{run_tag}")
+                for i in range(config.warmup_labels):
+                    if not _label_one(annotator, user, pop, table, rng, timer, f"w{i}"):
+                        break
             _retrain(study, kind, log)
         elif active_version(study.pk) is None:
             raise ValueError("the study has no active model: run a warm-up (--warmup-annotators > 0)")
@@ -472,33 +502,33 @@ def run_simulation(study: Study, config: SimulationConfig, log: Callable[[str], 
                 per_user: list[dict[str, Any]] = []
                 n_since_retrain = 0
                 log(f"strategy {key}: {config.annotators} new annotators x {config.labels} labels")
-                with _study_settings(study, selector=strategy):
-                    for user in users:
-                        annotator = _join(study, user, f"sim-{run_tag}-{mode}-{strategy}", mode == "profile")
-                        p_true = pop.prob(user, eval_table)
-                        sampled = np.asarray([label_rng.random() < q for q in p_true])
-                        record: dict[str, Any] = {
-                            "annotator": annotator.pk,
-                            "type": user.type_name,
-                            "bayes": pop.bayes_optimal_accuracy(user, eval_table),
-                            "ceiling": ceiling.accuracy(pop, user),
-                            "population": _scores(evaluator.population_p_a(), p_true, sampled),
-                            "curve": {},
-                        }
-                        given = 0
-                        for n in checkpoints:
-                            while given < n:
-                                if not _label_one(annotator, user, pop, table, label_rng, timer, f"l{given}"):
-                                    break
-                                given += 1
-                                n_since_retrain += 1
-                                if config.retrain_every and n_since_retrain >= config.retrain_every:
-                                    n_since_retrain = 0
-                                    _retrain(study, kind, log)
-                            if given < n:
+                view = _run_view(study, selector=strategy, **run_settings)
+                for user in users:
+                    annotator = _join(view, user, f"sim-{run_tag}-{mode}-{strategy}", mode == "profile")
+                    p_true = pop.prob(user, eval_table)
+                    sampled = np.asarray([label_rng.random() < q for q in p_true])
+                    record: dict[str, Any] = {
+                        "annotator": annotator.pk,
+                        "type": user.type_name,
+                        "bayes": pop.bayes_optimal_accuracy(user, eval_table),
+                        "ceiling": ceiling.accuracy(pop, user),
+                        "population": _scores(evaluator.population_p_a(), p_true, sampled),
+                        "curve": {},
+                    }
+                    given = 0
+                    for n in checkpoints:
+                        while given < n:
+                            if not _label_one(annotator, user, pop, table, label_rng, timer, f"l{given}"):
                                 break
-                            record["curve"][n] = _scores(evaluator.p_a(annotator), p_true, sampled)
-                        per_user.append(record)
+                            given += 1
+                            n_since_retrain += 1
+                            if config.retrain_every and n_since_retrain >= config.retrain_every:
+                                n_since_retrain = 0
+                                _retrain(study, kind, log)
+                        if given < n:
+                            break
+                        record["curve"][n] = _scores(evaluator.p_a(annotator), p_true, sampled)
+                    per_user.append(record)
                 summary = _summarise(per_user, checkpoints, config.target_fraction, timer)
                 summary["profile"] = mode == "profile"
                 summary["per_user"] = per_user

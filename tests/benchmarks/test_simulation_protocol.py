@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from feedback.models import Annotator, Judgment, Pair, Study
+from feedback.models import Annotator, Assignment, Judgment, Pair, Study
 from tests.benchmarks.conftest import load
-from training.models import AnnotatorPosterior
+from training.models import AnnotatorPosterior, ModelVersion
 
 simulation = load("simulation_protocol")
 
@@ -27,6 +27,7 @@ def test_it_personalizes_for_the_minority_from_the_command_line(tiny_study, tmp_
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     lines, path = [], tmp_path / "sim.json"
     before = dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned"))
+    study_before = _study_row(tiny_study)
     simulation.main([
         "--study", str(tiny_study.pk), "--annotators", "4", "--labels", "10", "--strategy", "info_gain",
         "--population", "opposite", "--warmup-annotators", "8", "--warmup-labels", "20", "--eval-pairs", "30",
@@ -51,8 +52,7 @@ def test_it_personalizes_for_the_minority_from_the_command_line(tiny_study, tmp_
     held = result["eval_pair_ids"]
     assert not judgments.filter(pair_id__in=held).exists()
     assert dict(Pair.objects.filter(id__in=held).values_list("id", "n_assigned")) == {i: before[i] for i in held}
-    tiny_study.refresh_from_db()
-    assert tiny_study.selector == "random" and tiny_study.overlap_target == 3
+    assert _study_row(tiny_study) == study_before  # never written, not merely put back
 
     summary = result["strategies"]["info_gain"]
     assert [p["n"] for p in summary["curve"]] == [0, 5, 10]
@@ -93,16 +93,35 @@ def test_it_starts_every_strategy_and_profile_mode_from_the_same_place(tiny_stud
         simulation.run_simulation(tiny_study, simulation.SimulationConfig(profile_modes=("nope",)))
 
 
+def _study_row(study):
+    return Study.objects.filter(pk=study.pk).values().get()
+
+
+def _pair_rows(study):
+    return {row["id"]: row for row in Pair.objects.filter(study=study).values()}
+
+
+def _settings_a_run_must_not_need(study):
+    """Settings under which the run could not proceed if it read them from the row: paused (no joins),
+    a quota of one pair, a model selector instead of the warm-up's random one, a retrain after every label."""
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED, pairs_per_annotator=1,
+                                             selector="info_gain", overlap_target=2, retrain_every_judgments=1)
+    study.refresh_from_db()
+
+
 @pytest.mark.django_db
-def test_it_leaves_the_pairs_untouched_when_a_run_fails_midway(tiny_study, tmp_path, settings, monkeypatch):
-    """Nothing is written to hold pairs out, so a run that dies midway (here: an error where a killed
-    process would simply stop) leaves every pair's n_assigned as it was, during the run and after."""
+def test_it_leaves_the_study_and_its_pairs_untouched_when_a_run_fails_midway(tiny_study, tmp_path, settings,
+                                                                               monkeypatch):
+    """Nothing is written to hold pairs out or to set the run's selector, overlap target, quota or status,
+    so a run that dies midway (here: an error where a killed process would simply stop) leaves every field
+    of the study and of its pairs as it was, during the run and after."""
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    before = dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned"))
+    _settings_a_run_must_not_need(tiny_study)
+    study_before, pairs_before = _study_row(tiny_study), _pair_rows(tiny_study)
     seen_midway = []
 
     def crash(*args, **kwargs):
-        seen_midway.append(dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned")))
+        seen_midway.append((_study_row(tiny_study), _pair_rows(tiny_study)))
         raise RuntimeError("the machine went away")
 
     monkeypatch.setattr(simulation, "_label_one", crash)
@@ -110,9 +129,56 @@ def test_it_leaves_the_pairs_untouched_when_a_run_fails_midway(tiny_study, tmp_p
                                          warmup_labels=2, kind="vpl", population="opposite", checkpoints=(0, 2))
     with pytest.raises(RuntimeError, match="went away"):
         simulation.run_simulation(tiny_study, config, log=lambda _: None)
-    assert seen_midway and seen_midway[0] == before  # what a crash at that moment would have left
-    assert dict(Pair.objects.filter(study=tiny_study).values_list("id", "n_assigned")) == before
+    assert seen_midway == [(study_before, pairs_before)]  # what a crash at that moment would have left
+    assert _study_row(tiny_study) == study_before
+    assert _pair_rows(tiny_study) == pairs_before
     assert not Annotator.objects.filter(study=tiny_study).exclude(assignments=None).exists()
+
+
+@pytest.mark.django_db
+def test_it_labels_under_the_runs_settings_without_writing_them(tiny_study, tmp_path, settings, monkeypatch):
+    """The run's settings reach the services in-process: on a paused study with a quota of one pair and a
+    model selector, warm-up annotators still join and give every label with the random selector, while the
+    study's row stays as it was throughout; the labels' pairs change only by the slots and judgments they
+    took, the held-out pairs not at all. The run then fails (at its retrain) and nothing needs putting back."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    _settings_a_run_must_not_need(tiny_study)
+    study_before, pairs_before = _study_row(tiny_study), _pair_rows(tiny_study)
+    real_label_one, rows_midway = simulation._label_one, []
+
+    def label_one(*args, **kwargs):
+        labelled = real_label_one(*args, **kwargs)
+        rows_midway.append(_study_row(tiny_study))
+        return labelled
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(simulation, "_label_one", label_one)
+    monkeypatch.setattr(simulation, "_retrain", crash)
+    config = simulation.SimulationConfig(annotators=2, labels=2, seed=1, eval_pairs=30, warmup_annotators=2,
+                                         warmup_labels=3, kind="vpl", population="opposite", checkpoints=(0, 2))
+    with pytest.raises(RuntimeError, match="went away"):
+        simulation.run_simulation(tiny_study, config, log=lambda _: None)
+
+    annotators = Annotator.objects.filter(study=tiny_study)
+    assert annotators.count() == 2
+    assert all(a.judgments.count() == 3 for a in annotators)  # past the stored quota of 1
+    assert set(Assignment.objects.filter(annotator__study=tiny_study).values_list("selector", flat=True)) == {
+        "random"}
+    assert len(rows_midway) == 6 and all(row == study_before for row in rows_midway)
+    # the study's own rule (a retrain after every judgment) did not fire: the run retrains only when it asks
+    assert not ModelVersion.objects.filter(study=tiny_study).exists()
+    assert _study_row(tiny_study) == study_before
+    judged: dict[int, int] = {}
+    for pair_id in Judgment.objects.filter(pair__study=tiny_study).values_list("pair_id", flat=True):
+        judged[pair_id] = judged.get(pair_id, 0) + 1
+    after = _pair_rows(tiny_study)
+    assert after.keys() == pairs_before.keys()
+    for pair_id, row in after.items():
+        n = judged.get(pair_id, 0)
+        was = pairs_before[pair_id]
+        assert row == {**was, "n_assigned": was["n_assigned"] + n, "n_judgments": was["n_judgments"] + n}
 
 
 @pytest.mark.django_db
