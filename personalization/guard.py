@@ -31,7 +31,6 @@ import torch
 from .models.empirical_bayes import refit_seen_posteriors
 from .models.mixture import collapse
 from .models.posterior import link_fn, link_jacobian
-from .parallel import Beside
 
 if TYPE_CHECKING:
     from .models import RewardModel
@@ -274,7 +273,7 @@ def _not_worse(cand: dict[str, list[torch.Tensor]], base: dict[str, list[torch.T
 
 
 def select(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, Any]] | None,
-           config: FitConfig, fit_fn: Callable[..., RewardModel], seed: int, parallel: bool = False) -> dict[str, Any]:
+           config: FitConfig, fit_fn: Callable[..., RewardModel], seed: int) -> dict[str, Any]:
     """Run the guard's split and candidate search; returns the record (``"choice"`` is a Choice or None
     when there is too little data to split, with ``"skipped"`` saying why)."""
     from .train import PreferenceData
@@ -317,9 +316,8 @@ def select(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, 
     # would be too bold (measured: a pure-noise population then got λ = 1 and +0.02 cross-entropy).
     epochs = max(1, round(config.epochs * len(data) / max(len(train), 1)))
     sub = replace(config, guard=False, progress=False, epochs=epochs)
-    bt_job = Beside(fit_fn, "bt", train, None, sub, seed, enabled=parallel)  # a second core, if there is one
     model = fit_fn(kind, train, profiles, sub, seed)
-    bt = bt_job.result()
+    bt = fit_fn("bt", train, None, sub, seed)
     fit_seconds = time.perf_counter() - t0  # fitting the split's models
     with torch.no_grad():
         return _search(model, bt, data, train, train_users, held_rows, new_users, remap, profiles or {}, fit_seconds)

@@ -211,26 +211,39 @@ def _fit_guarded(
     from .guard import apply_choice, select
 
     t0 = time.perf_counter()
-    parallel = config.parallel and can_fork(dev)
-    record = select(kind, data, profiles, config, lambda k, d, p, c, s: _fit(k, d, p, c, dev, s), seed,
-                    parallel=parallel)
-    choice = record.pop("choice")
-    record["parallel"] = parallel
     sub = replace(config, guard=False)
-    # The final models start again on all the data. Continuing the split's models instead (a warm restart
-    # for a third of the epochs, a third cheaper) lost up to 0.016 of accuracy to BT on the realistic
-    # populations: a model that spent its steps on 56% of the pairs does not catch up (BENCHMARKS.md).
+    # The final models (fitted from scratch on all pairs) do not depend on the guard's choice, only the
+    # way it is applied does: on a CPU with two or more cores they are fitted in a second process while
+    # this one fits the split's models and searches, which halves the wall time. The final BT is then
+    # fitted even when the choice turns out not to need it (λ = 1), on the core that would otherwise idle.
+    # A fit from the split's models (a warm restart, a third cheaper in CPU) lost up to 0.016 of accuracy
+    # to BT on the realistic populations (BENCHMARKS.md), so the final models start again.
+    parallel = config.parallel and can_fork(dev)
+    final_job = Beside(_fit_final, kind, data, profiles, sub, dev, seed, enabled=parallel)
+    record = select(kind, data, profiles, config, lambda k, d, p, c, s: _fit(k, d, p, c, dev, s), seed)
+    record["parallel"] = parallel
+    choice = record.pop("choice")
     need_bt = choice is not None and choice.personal_weight < 1.0
-    bt_job = Beside(_fit, "bt", data, None, sub, dev, seed, enabled=parallel and need_bt)
-    model = _fit(kind, data, profiles, sub, dev, seed)
+    population: RewardModel | None = None
+    if final_job.forked:
+        model, bt = final_job.result()
+        population = bt if need_bt else None
+    else:
+        model = _fit(kind, data, profiles, sub, dev, seed)
+        population = _fit("bt", data, None, sub, dev, seed) if need_bt else None
     if choice is not None:
-        population = bt_job.result() if need_bt else None
         _enc, feats, has_profile, _missing = _profile_matrix(data.user_ids, profiles)
         apply_choice(model, population, choice, data, feats if model.prior_net is not None else None, has_profile)
     model.info["guard"] = record
     model.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
     model.info["fit_config"] = asdict(config)
     return model
+
+
+def _fit_final(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, Any]] | None,
+               config: FitConfig, dev: torch.device, seed: int) -> tuple[RewardModel, RewardModel]:
+    """The guard's final personal model and population BT, both on all pairs."""
+    return _fit(kind, data, profiles, config, dev, seed), _fit("bt", data, None, config, dev, seed)
 
 
 def _fit(

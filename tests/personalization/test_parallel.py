@@ -53,3 +53,20 @@ def test_it_runs_in_this_process_when_disabled():
 
 def test_it_never_forks_for_cuda():
     assert not can_fork(torch.device("cuda"))
+
+
+@needs_fork
+def test_it_gives_the_same_guarded_model_with_and_without_the_second_process():
+    from dataclasses import replace
+
+    from personalization.train import fit
+
+    data, profiles, _direction, _types = make_data(n_users=10, per_user=16, seed=5)
+    cfg = small_config()
+    two = fit("vpl", data, profiles, cfg, seed=1)
+    one = fit("vpl", data, profiles, replace(cfg, parallel=False), seed=1)
+    assert two.info["guard"]["parallel"] and not one.info["guard"]["parallel"]
+    assert two.info["guard"]["chosen"] == one.info["guard"]["chosen"]
+    assert two.config == one.config
+    for (name, a), (_, b) in zip(two.state_dict().items(), one.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
