@@ -1,14 +1,15 @@
-"""Run one fit in a second process while this one runs another (the guard's BT beside the personal model).
+"""Run one job in a forked second process while this one works (the guard's final fits beside its split).
 
-The guard fits two independent models at a time (the personal model and a BT on the split, then both on
-all pairs). On a CPU each fit runs on one thread (``FitConfig.cpu_threads``: small kernels lose to
-thread-pool barriers), so on a machine with two or more cores the second fit can run in a forked process
-at no cost to the first. Results do not depend on it: every fit seeds its own generators, so a fit gives
-the same model in either process.
+The guard fits four models: the personal model and a BT on a split of the users, then both on all pairs.
+The final two do not depend on the split's outcome, so on a CPU with two or more cores they are fitted
+in a forked process while this one fits the split and searches. Each fit runs on one thread
+(``FitConfig.cpu_threads``: small kernels lose to thread-pool barriers), so the two do not compete.
+Results do not depend on it: every fit seeds its own generators, so a fit gives the same model in either
+process.
 
-Falls back to running the function in this process where forking is not safe or not useful: CUDA (a
-forked child cannot use the parent's CUDA context), fewer than two usable cores, no ``fork`` start method,
-or a child that fails for any reason (the fit is then simply run here).
+Falls back to running the job in this process where forking is not safe or not useful: CUDA (a forked
+child cannot use the parent's CUDA context), fewer than two usable cores, no ``fork`` start method, a
+process with other threads running, or a child that fails for any reason (the job is then run here).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import logging
 import multiprocessing
 import os
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -36,8 +38,13 @@ def usable_cores() -> int:
 
 
 def can_fork(device: torch.device) -> bool:
+    """Fork only a single-threaded process: a thread holding a lock (logging, malloc) at the fork would
+    leave it held forever in the child. Celery's prefork workers and the CLI are single-threaded (tqdm's
+    monitor aside: the child draws no progress bars); a fit run inside a threaded web server (the demo's
+    in-process tasks) stays in-process."""
     return (device.type == "cpu" and usable_cores() >= 2
             and "fork" in multiprocessing.get_all_start_methods()
+            and all(t is threading.main_thread() or t.name == "tqdm_monitor" for t in threading.enumerate())
             and not torch.cuda.is_initialized())
 
 

@@ -219,7 +219,7 @@ def _fit_guarded(
     # A fit from the split's models (a warm restart, a third cheaper in CPU) lost up to 0.016 of accuracy
     # to BT on the realistic populations (BENCHMARKS.md), so the final models start again.
     parallel = config.parallel and can_fork(dev)
-    final_job = Beside(_fit_final, kind, data, profiles, sub, dev, seed, enabled=parallel)
+    final_job = Beside(_fit_final, kind, data, profiles, replace(sub, progress=False), dev, seed, enabled=parallel)
     record = select(kind, data, profiles, config, lambda k, d, p, c, s: _fit(k, d, p, c, dev, s), seed)
     record["parallel"] = parallel
     choice = record.pop("choice")
