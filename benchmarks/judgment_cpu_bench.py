@@ -226,27 +226,34 @@ class ChainProfiler:
         finally:
             self.handler.get_response = original
 
-    # (phase, module path suffix, function name): cumulative time of the first match, per loop.
-    PHASES = [
-        ("auth (token → user, annotator, study)", "rest_framework/request.py", "_authenticate"),
-        ("next-pair selection + claim (services)", "feedback/services.py", "assignment_next_with_progress"),
-        ("judgment write (services)", "feedback/services.py", "judgment_create"),
-        ("request body parsing + validation", "rest_framework/serializers.py", "is_valid"),
-        ("response serialisation (Serializer.data)", "rest_framework/serializers.py", "data"),
-        ("response rendering (JSONRenderer)", "rest_framework/renderers.py", "render"),
-        ("judgment hooks (on_commit: Celery publish, realtime)", "training/hooks.py", "on_judgment_created"),
-        ("SQL execution (cursor.execute, client side)", "django/db/backends/utils.py", "_execute"),
-        ("DRF view dispatch (all of the view)", "rest_framework/views.py", "dispatch"),
-        ("whole sync chain (middleware + view)", "django/core/handlers/base.py", "get_response"),
-    ]
+    # phase -> (module path suffix, function name)s: per loop, the sum over the entries of each one's
+    # outermost match (max cumulative time: Serializer.data calls BaseSerializer.data, and so on).
+    PHASES: dict[str, list[tuple[str, str]]] = {
+        "auth (token → user, annotator, study)": [("rest_framework/request.py", "_authenticate")],
+        "next-pair selection + claim (services)": [("feedback/services.py", "assignment_next_with_progress")],
+        "judgment write (services)": [("feedback/services.py", "judgment_create")],
+        "request body parsing + validation": [("rest_framework/serializers.py", "is_valid")],
+        "response serialisation": [
+            ("rest_framework/serializers.py", "data"),
+            ("feedback/serializers.py", "next_pair_body"),
+            ("feedback/serializers.py", "judgment_body"),
+        ],
+        "response rendering (JSONRenderer)": [("rest_framework/renderers.py", "render")],
+        "judgment hooks (on_commit: Celery publish, realtime)": [("training/hooks.py", "on_judgment_created")],
+        "SQL execution (cursor.execute, client side)": [("django/db/backends/utils.py", "_execute")],
+        "DRF view dispatch (all of the view)": [("rest_framework/views.py", "dispatch")],
+        "whole sync chain (middleware + view)": [("django/core/handlers/base.py", "get_response")],
+    }
 
     def breakdown(self, loops: int) -> dict[str, float]:
         stats = pstats.Stats(self.profile)
         raw: dict[tuple[str, int, str], tuple] = stats.stats  # type: ignore[attr-defined]
         found: dict[str, float] = {}
-        for phase, path, name in self.PHASES:
-            # The outermost match (max cumulative): Serializer.data calls BaseSerializer.data, and so on.
-            cum = max((v[3] for (file, _, func), v in raw.items() if func == name and file.endswith(path)), default=0)
+        for phase, entries in self.PHASES.items():
+            cum = sum(
+                max((v[3] for (file, _, func), v in raw.items() if func == name and file.endswith(path)), default=0)
+                for path, name in entries
+            )
             found[phase] = round(1000 * cum / loops, 3)
         chain = found["whole sync chain (middleware + view)"]
         view = found["DRF view dispatch (all of the view)"]

@@ -7,6 +7,7 @@ import hashlib
 import random
 import secrets
 import uuid
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +16,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -421,15 +422,61 @@ class _SlotTaken(Exception):
     """The pair filled up between ranking and claiming: roll the claim's INSERT back."""
 
 
+@functools.cache
+def _claim_sql(vendor: str, quote: Callable[[str], str]) -> str | None:
+    """The claim as one statement (PostgreSQL): take the slot and insert the assignment, both or neither.
+
+    A data-modifying CTE is one statement, so it is atomic on its own: a full pair (the conditional UPDATE
+    returns no row) inserts nothing, and a duplicate (the unique constraint fires) aborts the UPDATE with
+    it. Built once per process from the models' table and column names. None where unsupported.
+    """
+    if vendor != "postgresql":
+        return None
+    pair, asg = Pair._meta, Assignment._meta
+    col = {f.name: quote(f.column) for f in asg.concrete_fields}
+    pair_id, n_assigned = quote(pair.pk.column), quote(pair.get_field("n_assigned").column)
+    names = ["annotator", "pair", "shown_order", "is_repeat", "selector", "assigned_at", "completed_at", "released_at"]
+    if {f.name for f in asg.concrete_fields} != {*names, "id"}:
+        return None  # the model grew a column this statement does not know: the ORM path fills it
+    return (
+        f"WITH slot AS (UPDATE {quote(pair.db_table)} SET {n_assigned} = {n_assigned} + 1 "
+        f"WHERE {pair_id} = %s AND {n_assigned} < %s RETURNING {pair_id}) "
+        f"INSERT INTO {quote(asg.db_table)} ({', '.join(col[n] for n in names)}) "
+        f"SELECT %s, slot.{pair_id}, %s, false, %s, %s, NULL, NULL FROM slot RETURNING {col['id']}"
+    )
+
+
 def _claim(
     *, annotator: Annotator, pair_id: int, shown_order: str, selector: str, target: int
 ) -> Assignment | None:
     """Claim one slot of pair `pair_id`: the assignment row and the conditional UPDATE, both or neither.
 
-    The INSERT goes first so that one transaction needs no savepoint: a duplicate (this annotator already
+    On PostgreSQL that is one statement (_claim_sql), with no BEGIN/COMMIT round trips around it; inside a
+    caller's transaction it runs in a savepoint, so a duplicate does not break that transaction. Elsewhere
+    the INSERT goes first so that one transaction needs no savepoint: a duplicate (this annotator already
     has the pair: a racing second tab) fails before anything is claimed, and a full pair (the conditional
     UPDATE matches no row) rolls the INSERT back.
     """
+    connection = transaction.get_connection(router.db_for_write(Assignment))
+    sql = _claim_sql(connection.vendor, connection.ops.quote_name)
+    if sql is not None:
+        now = timezone.now()
+        try:
+            with transaction.atomic(using=connection.alias) if connection.in_atomic_block else nullcontext():
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, [pair_id, target, annotator.pk, shown_order, selector, now])
+                    row = cursor.fetchone()
+        except IntegrityError:
+            return None
+        if row is None:
+            return None  # the pair filled up between ranking and claiming
+        assignment = Assignment(
+            id=row[0], annotator=annotator, pair_id=pair_id, shown_order=shown_order, selector=selector,
+            assigned_at=now,
+        )
+        assignment._state.adding = False
+        assignment._state.db = connection.alias
+        return assignment
     try:
         with transaction.atomic():
             assignment = Assignment.objects.create(
