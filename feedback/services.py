@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.db import IntegrityError, router, transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, F, Func, Min, Q, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -410,6 +410,17 @@ def _release_stale_assignments(study: Study) -> int:
     return released
 
 
+def _judged_count(annotator: Annotator) -> QuerySet[Assignment]:
+    """SELECT COUNT(id) of the annotator's judged assignments, as a subquery (COUNT as a plain function: no
+    GROUP BY, one row)."""
+    return (
+        Assignment.objects.filter(annotator_id=annotator.pk, completed_at__isnull=False)
+        .order_by()
+        .annotate(n=Func(F("id"), function="COUNT"))
+        .values("n")
+    )
+
+
 def annotator_quota_left(annotator: Annotator) -> int:
     done = Assignment.objects.filter(annotator=annotator, completed_at__isnull=False).count()
     return max(annotator.study.pairs_per_annotator - done, 0)
@@ -726,9 +737,12 @@ def judgment_create(
         strength = None  # a tie or "both bad" has no direction, so no strength
     try:
         with transaction.atomic():
+            # The quota check's count comes with the lock (a scalar subquery): one round trip less per judgment.
+            # It counts the judged assignments as the lock sees them, before this one completes.
             assignment = (
                 Assignment.objects.select_for_update()
                 .filter(annotator=annotator, pair=pair, completed_at__isnull=True, released_at__isnull=True)
+                .annotate(done_before=Subquery(_judged_count(annotator)))
                 .order_by("id")
                 .first()
             )
@@ -756,7 +770,8 @@ def judgment_create(
             Pair.objects.filter(id=pair.id).update(n_judgments=F("n_judgments") + 1)
             # A conversation study finishes by conversations (feedback.conversations), not by pair quota.
             is_conversation = annotator.study.is_conversation()
-            if annotator.completed_at is None and not is_conversation and annotator_quota_left(annotator) == 0:
+            done = assignment.done_before + 1  # type: ignore[attr-defined]  # this one is judged now
+            if annotator.completed_at is None and not is_conversation and annotator.study.pairs_per_annotator <= done:
                 Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=now)
             for created_hook in judgment_created_hooks:
                 transaction.on_commit(functools.partial(created_hook, judgment))
