@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from django.db import connections
-from django.db.models import F, Max, Min, Value
+from django.db.models import F, Max, Min
 
 from feedback.models import Annotator, Pair
 
@@ -51,17 +50,11 @@ class RandomSelector:
         lo, hi = _id_bounds(annotator.study_id)
         start = random.randint(lo, hi) if hi >= lo else 0
         qs = eligible_pairs(annotator).order_by(F("n_assigned").asc(), "id")
-        after = qs.filter(id__gte=start).annotate(part=Value(0)).values_list("n_assigned", "part", "id")[:limit]
-        before = qs.filter(id__lt=start).annotate(part=Value(1)).values_list("n_assigned", "part", "id")[:limit]
-        if connections[after.db].features.supports_slicing_ordering_in_compound:
-            # Both scans in one statement (UNION ALL of the two bounded scans): a round trip less per claim.
-            rows = list(after.union(before, all=True))
-        else:  # SQLite cannot LIMIT the parts of a compound statement
-            rows = list(after) + list(before)
-        # Fewest claimed slots first, then in rotation order from the random start: the rows after it
-        # (part 0), then the wrapped-around ones (part 1), each by id, as the two scans return them.
-        merged = sorted(rows)
-        return [pair_id for _, _, pair_id in merged[:limit]]
+        after = list(qs.filter(id__gte=start).values_list("n_assigned", "id")[:limit])
+        before = list(qs.filter(id__lt=start).values_list("n_assigned", "id")[:limit])
+        # Stable merge: fewest claimed slots first, then in rotation order from the random start.
+        merged = sorted(after + before, key=lambda row: row[0])
+        return [pair_id for _, pair_id in merged[:limit]]
 
 
 _bounds: dict[int, tuple[float, tuple[int, int]]] = {}
