@@ -720,9 +720,9 @@ def test_it_serves_the_annotation_hot_path_in_few_queries(
     from feedback.selection import _id_bounds
 
     _id_bounds(study.pk)  # cached per process for a minute: not part of a request's steady-state cost
-    # auth, open+done, rank (two bounded index scans from a random id, one UNION ALL statement), the claim
-    # (one statement; in the test's transaction with a savepoint around it: 3), the pair
-    with django_assert_max_num_queries(7):
+    # auth, open+done, rank (two bounded index scans from a random id), the claim (one statement; in the
+    # test's transaction with a savepoint around it: 3), the pair
+    with django_assert_max_num_queries(8):
         nxt = client.get(f"{API}/studies/{study.pk}/next-pair/").json()
     with django_assert_num_queries(3):  # auth, open+done (one aggregate), the open assignment
         assert client.get(f"{API}/studies/{study.pk}/next-pair/").json()["pair_id"] == nxt["pair_id"]
