@@ -301,9 +301,10 @@ def run_bench(
     pstats_path: str | None = None,
 ) -> dict[str, Any]:
     """Create the study, run warm-up + measured (+ profiled) batches, delete the study; return the figures."""
+    from load_test import create_study, delete_study
+
     from config.asgi import application, django_asgi_app
     from feedback import services
-    from load_test import create_study, delete_study
 
     total = warmup + loops * batches + (loops if profile else 0)
     # Every loop takes one slot (overlap per pair), and no annotator can take the same pair twice.

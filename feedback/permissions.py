@@ -43,7 +43,7 @@ class _TokenQuery:
         # model its slice of the row, attnames and pk position. Fixed by the models too, and ~40 % of this
         # query's CPU when worked out again on every call (profiled with benchmarks/judgment_cpu_bench.py).
         # The backend's own converters are asked of the request's connection (they may depend on it).
-        self._layouts: dict[str, tuple[list[str], list[tuple[int, Any, list[Any]]], list[tuple]]] = {}
+        self._layouts: dict[str, tuple[list[str | None], list[tuple[int, Any, list[Any]]], list[tuple]]] = {}
 
     @staticmethod
     def _models() -> list[type[Model]]:

@@ -7,8 +7,8 @@ import hashlib
 import random
 import secrets
 import uuid
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
@@ -410,7 +410,7 @@ def _release_stale_assignments(study: Study) -> int:
     return released
 
 
-def _judged_count(annotator: Annotator) -> QuerySet[Assignment]:
+def _judged_count(annotator: Annotator) -> QuerySet[Any, Any]:
     """SELECT COUNT(id) of the annotator's judged assignments, as a subquery (COUNT as a plain function: no
     GROUP BY, one row)."""
     return (
@@ -444,8 +444,8 @@ def _claim_sql(vendor: str, quote: Callable[[str], str]) -> str | None:
     if vendor != "postgresql":
         return None
     pair, asg = Pair._meta, Assignment._meta
-    col = {f.name: quote(f.column) for f in asg.concrete_fields}
-    pair_id, n_assigned = quote(pair.pk.column), quote(pair.get_field("n_assigned").column)
+    col = {f.name: quote(str(f.column)) for f in asg.concrete_fields}
+    pair_id, n_assigned = quote(str(pair.pk.column)), quote(str(pair.get_field("n_assigned").column))
     names = ["annotator", "pair", "shown_order", "is_repeat", "selector", "assigned_at", "completed_at", "released_at"]
     if {f.name for f in asg.concrete_fields} != {*names, "id"}:
         return None  # the model grew a column this statement does not know: the ORM path fills it
