@@ -35,6 +35,9 @@ def eligible_pairs(annotator: Annotator):
     )
 
 
+_ELIGIBLE_PAIRS = eligible_pairs
+
+
 class RandomSelector:
     """Overlap-balanced random: pairs with the fewest claimed slots first, random among equals.
 
@@ -51,7 +54,9 @@ class RandomSelector:
         lo, hi = _id_bounds(annotator.study_id)
         start = random.randint(lo, hi) if hi >= lo else 0
         using = router.db_for_read(Pair)
-        statements = _rank_statements(using, limit)
+        # Only the module's own eligibility rule is compiled: a replaced one (simulation_protocol holds
+        # evaluation pairs out this way) is built by the ORM on every call, as it asks.
+        statements = _rank_statements(using, limit) if eligible_pairs is _ELIGIBLE_PAIRS else None
         if statements is None:
             after, before = (list(qs) for qs in _rank_querysets(annotator, start, limit))
         else:

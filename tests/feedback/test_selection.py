@@ -59,3 +59,12 @@ def test_it_ranks_in_two_statements(ranked_study, django_assert_num_queries):
     selection._id_bounds(annotator.study_id)
     with django_assert_num_queries(2):
         selection.RandomSelector().rank(annotator=annotator, limit=20)
+
+
+def test_it_honours_a_replaced_eligibility_rule_after_compiling_the_scans(ranked_study, monkeypatch):
+    annotator, ids = ranked_study
+    monkeypatch.setattr(selection.random, "randint", lambda lo, hi: ids[0])
+    assert ids[6] in selection.RandomSelector().rank(annotator=annotator, limit=20)  # compiled and cached
+    real = selection.eligible_pairs
+    monkeypatch.setattr(selection, "eligible_pairs", lambda a: real(a).exclude(id=ids[6]))
+    assert ids[6] not in selection.RandomSelector().rank(annotator=annotator, limit=20)
