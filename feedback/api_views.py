@@ -67,6 +67,8 @@ from feedback.serializers import (
     StudyDetailSerializer,
     StudyJudgmentSerializer,
     StudySerializer,
+    judgment_body,
+    next_pair_body,
 )
 
 
@@ -392,19 +394,8 @@ class NextPairView(AnnotatorView):
         assignment, done = services.assignment_next_with_progress(annotator=annotator)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        pair = assignment.pair
-        total = annotator.study.pairs_per_annotator
-        body = {
-            "pair_id": pair.pk,
-            "assignment_id": assignment.pk,
-            "context": pair.prompt.context,
-            "prompt": pair.prompt.text,
-            "a": {"id": pair.candidate_a_id, "text": pair.candidate_a.text},
-            "b": {"id": pair.candidate_b_id, "text": pair.candidate_b.text},
-            "shown_order": assignment.shown_order,
-            "progress": {"done": done, "total": total},
-        }
-        return Response(NextPairSerializer(body).data)
+        # NextPairSerializer's shape, built directly (serializers.next_pair_body says why).
+        return Response(next_pair_body(assignment=assignment, done=done, total=annotator.study.pairs_per_annotator))
 
 
 class JudgmentCreateView(AnnotatorView):
@@ -425,4 +416,4 @@ class JudgmentCreateView(AnnotatorView):
         if pair is None or pair.study_id != annotator.study_id:
             raise NotFound("no such pair in your study")
         judgment, created = services.judgment_create(annotator=annotator, pair=pair, **data)
-        return Response(JudgmentSerializer(judgment).data, status=201 if created else 200)
+        return Response(judgment_body(judgment), status=201 if created else 200)

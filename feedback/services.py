@@ -8,6 +8,7 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
@@ -15,8 +16,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Min, Q
+from django.db import IntegrityError, router, transaction
+from django.db.models import Count, F, Func, Min, Q, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -409,6 +410,17 @@ def _release_stale_assignments(study: Study) -> int:
     return released
 
 
+def _judged_count(annotator: Annotator) -> QuerySet[Any, Any]:
+    """SELECT COUNT(id) of the annotator's judged assignments, as a subquery (COUNT as a plain function: no
+    GROUP BY, one row)."""
+    return (
+        Assignment.objects.filter(annotator_id=annotator.pk, completed_at__isnull=False)
+        .order_by()
+        .annotate(n=Func(F("id"), function="COUNT"))
+        .values("n")
+    )
+
+
 def annotator_quota_left(annotator: Annotator) -> int:
     done = Assignment.objects.filter(annotator=annotator, completed_at__isnull=False).count()
     return max(annotator.study.pairs_per_annotator - done, 0)
@@ -421,15 +433,61 @@ class _SlotTaken(Exception):
     """The pair filled up between ranking and claiming: roll the claim's INSERT back."""
 
 
+@functools.cache
+def _claim_sql(vendor: str, quote: Callable[[str], str]) -> str | None:
+    """The claim as one statement (PostgreSQL): take the slot and insert the assignment, both or neither.
+
+    A data-modifying CTE is one statement, so it is atomic on its own: a full pair (the conditional UPDATE
+    returns no row) inserts nothing, and a duplicate (the unique constraint fires) aborts the UPDATE with
+    it. Built once per process from the models' table and column names. None where unsupported.
+    """
+    if vendor != "postgresql":
+        return None
+    pair, asg = Pair._meta, Assignment._meta
+    col = {f.name: quote(str(f.column)) for f in asg.concrete_fields}
+    pair_id, n_assigned = quote(str(pair.pk.column)), quote(str(pair.get_field("n_assigned").column))
+    names = ["annotator", "pair", "shown_order", "is_repeat", "selector", "assigned_at", "completed_at", "released_at"]
+    if {f.name for f in asg.concrete_fields} != {*names, "id"}:
+        return None  # the model grew a column this statement does not know: the ORM path fills it
+    return (
+        f"WITH slot AS (UPDATE {quote(pair.db_table)} SET {n_assigned} = {n_assigned} + 1 "
+        f"WHERE {pair_id} = %s AND {n_assigned} < %s RETURNING {pair_id}) "
+        f"INSERT INTO {quote(asg.db_table)} ({', '.join(col[n] for n in names)}) "
+        f"SELECT %s, slot.{pair_id}, %s, false, %s, %s, NULL, NULL FROM slot RETURNING {col['id']}"
+    )
+
+
 def _claim(
     *, annotator: Annotator, pair_id: int, shown_order: str, selector: str, target: int
 ) -> Assignment | None:
     """Claim one slot of pair `pair_id`: the assignment row and the conditional UPDATE, both or neither.
 
-    The INSERT goes first so that one transaction needs no savepoint: a duplicate (this annotator already
+    On PostgreSQL that is one statement (_claim_sql), with no BEGIN/COMMIT round trips around it; inside a
+    caller's transaction it runs in a savepoint, so a duplicate does not break that transaction. Elsewhere
+    the INSERT goes first so that one transaction needs no savepoint: a duplicate (this annotator already
     has the pair: a racing second tab) fails before anything is claimed, and a full pair (the conditional
     UPDATE matches no row) rolls the INSERT back.
     """
+    connection = transaction.get_connection(router.db_for_write(Assignment))
+    sql = _claim_sql(connection.vendor, connection.ops.quote_name)
+    if sql is not None:
+        now = timezone.now()
+        try:
+            with transaction.atomic(using=connection.alias) if connection.in_atomic_block else nullcontext():
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, [pair_id, target, annotator.pk, shown_order, selector, now])
+                    row = cursor.fetchone()
+        except IntegrityError:
+            return None
+        if row is None:
+            return None  # the pair filled up between ranking and claiming
+        assignment = Assignment(
+            id=row[0], annotator=annotator, pair_id=pair_id, shown_order=shown_order, selector=selector,
+            assigned_at=now,
+        )
+        assignment._state.adding = False
+        assignment._state.db = connection.alias
+        return assignment
     try:
         with transaction.atomic():
             assignment = Assignment.objects.create(
@@ -679,9 +737,12 @@ def judgment_create(
         strength = None  # a tie or "both bad" has no direction, so no strength
     try:
         with transaction.atomic():
+            # The quota check's count comes with the lock (a scalar subquery): one round trip less per judgment.
+            # It counts the judged assignments as the lock sees them, before this one completes.
             assignment = (
                 Assignment.objects.select_for_update()
                 .filter(annotator=annotator, pair=pair, completed_at__isnull=True, released_at__isnull=True)
+                .annotate(done_before=Subquery(_judged_count(annotator)))
                 .order_by("id")
                 .first()
             )
@@ -709,7 +770,8 @@ def judgment_create(
             Pair.objects.filter(id=pair.id).update(n_judgments=F("n_judgments") + 1)
             # A conversation study finishes by conversations (feedback.conversations), not by pair quota.
             is_conversation = annotator.study.is_conversation()
-            if annotator.completed_at is None and not is_conversation and annotator_quota_left(annotator) == 0:
+            done = assignment.done_before + 1  # type: ignore[attr-defined]  # this one is judged now
+            if annotator.completed_at is None and not is_conversation and annotator.study.pairs_per_annotator <= done:
                 Annotator.objects.filter(id=annotator.id, completed_at__isnull=True).update(completed_at=now)
             for created_hook in judgment_created_hooks:
                 transaction.on_commit(functools.partial(created_hook, judgment))

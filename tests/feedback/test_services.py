@@ -385,3 +385,39 @@ def test_a_reused_client_key_with_an_invalid_body_is_a_conflict_not_a_silent_rep
         services.judgment_create(annotator=annotator, pair=assignment.pair, choice="left", client_key="k1",
                                  strength=500)
     assert info.value.judgment.pk == first.pk
+
+
+def _claim(annotator: Annotator, pair: Pair) -> Assignment | None:
+    return services._claim(
+        annotator=annotator, pair_id=pair.pk, shown_order="ab", selector="random", target=annotator.study.overlap_target
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_claims_a_slot_both_or_neither_outside_a_transaction():
+    """The one-statement claim (autocommit, as under ASGI): slot and assignment together, or neither."""
+    study = make_study_with_pairs(1, overlap_target=1, pairs_per_annotator=5)
+    pair = study.pairs.get()
+    first, second = AnnotatorFactory(study=study), AnnotatorFactory(study=study)
+    claimed = _claim(first, pair)
+    assert claimed is not None and not claimed._state.adding
+    stored = Assignment.objects.get(pk=claimed.pk)
+    assert (stored.annotator_id, stored.pair_id, stored.shown_order, stored.selector, stored.is_repeat) == (
+        first.pk, pair.pk, "ab", "random", False
+    )
+    assert stored.assigned_at == claimed.assigned_at and stored.completed_at is None and stored.released_at is None
+    assert _claim(second, pair) is None  # full: no assignment, the counter untouched
+    Pair.objects.filter(pk=pair.pk).update(n_assigned=0)
+    assert _claim(first, pair) is None  # a duplicate (second tab): the UPDATE is undone with the INSERT
+    pair.refresh_from_db()
+    assert pair.n_assigned == 0
+    assert Assignment.objects.filter(pair=pair).count() == 1
+
+
+def test_it_keeps_the_callers_transaction_usable_after_a_duplicate_claim():
+    study = make_study_with_pairs(1, overlap_target=3, pairs_per_annotator=5)
+    pair = study.pairs.get()
+    annotator = AnnotatorFactory(study=study)
+    assert _claim(annotator, pair) is not None
+    assert _claim(annotator, pair) is None  # in the test's transaction: a savepoint around the statement
+    assert Pair.objects.get(pk=pair.pk).n_assigned == 1  # the transaction still works
