@@ -41,7 +41,7 @@ PERSONAL_WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # λ candidates besides 0 (= BT)
 PRIOR_SCALES = (0.25, 1.0, 2.0)  # s: multiplies the prior (co)variance of θ
 # τ ≥ 1 only: τ is fitted on the split's models, whose confidence need not transfer to the final fit; a
 # split model that looks under-confident (τ < 1) would sharpen a final model that needs it less (measured
-# on a pure-noise population: τ 0.83 from the split cost the final model 0.005 nats).
+# on a pure-noise population, with a warm-started final fit since dropped: τ 0.83 cost 0.005 nats).
 TEMPERATURES = tuple(math.exp(x) for x in torch.linspace(0.0, math.log(5.0), 41).tolist())
 _LAMBDA2 = math.pi / 8.0
 
@@ -256,8 +256,8 @@ def _not_worse(cand: dict[str, list[torch.Tensor]], base: dict[str, list[torch.T
     beyond ``z_ce`` standard errors (a part a hair worse on a few hundred labels is noise, a real loss is
     not); and its total cross-entropy (seen + new) is LOWER by at least ``z_gain`` standard errors. The
     last rule is what keeps a model from losing to BT: a gain smaller than its own noise on the split
-    does not survive the refit on all data (measured on a pure-noise population: a blend chosen for a
-    split gain of 0.002 nats cost 0.006 nats on the final model)."""
+    does not survive the refit on all data (measured on a pure-noise population, with a warm-started
+    final fit since dropped: a blend chosen for a split gain of 0.002 nats cost 0.006 nats)."""
     total, total_var = 0.0, 0.0
     for part, z in (("seen", z_ce), ("new", z_ce), ("seen_err", z_acc), ("new_err", z_acc)):
         diffs = [c - b for c, b in zip(cand[part], base[part], strict=True) if c.numel()]
@@ -312,8 +312,8 @@ def select(kind: str, data: PreferenceData, profiles: Mapping[str, Mapping[str, 
         [data.user_ids[u] for u in train_users],
     )
     # As many optimisation steps as a fit on all pairs (steps per epoch scale with the pairs): a split
-    # model trained for fewer steps over-fits less than the final model, so the back-off chosen on it
-    # would be too bold (measured: a pure-noise population then got λ = 1 and +0.02 cross-entropy).
+    # model trained for fewer steps is an under-trained stand-in, and the back-off chosen on it is too
+    # bold (measured with the split at its own epochs: a pure-noise population got λ = 1, +0.02 nats).
     epochs = max(1, round(config.epochs * len(data) / max(len(train), 1)))
     sub = replace(config, guard=False, progress=False, epochs=epochs)
     model = fit_fn(kind, train, profiles, sub, seed)
