@@ -38,6 +38,8 @@ _BROKER_OPTIONS: dict[str, Any] = {
     "data_folder_in": str(_DIR / "broker"),
     "data_folder_out": str(_DIR / "broker"),
     "processed_folder": str(_DIR / "broker-processed"),
+    # kombu's default is ./control, i.e. wherever the process was started (it once landed in the repo)
+    "control_folder": str(_DIR / "broker-control"),
     "store_processed": False,
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = _BROKER_OPTIONS
