@@ -49,7 +49,9 @@ def _guard_summary(guard: dict[str, Any]) -> str:
         return f"population guard skipped: {guard.get('skipped', 'no split')}"
     lines = [f"population guard (held-out users): chose {guard['chosen']} "
              f"(personal weight {guard['personal_weight']:g}, prior scale {guard['prior_scale']:g}, "
-             f"temperature {guard['temperature']:.3g})"]
+             f"temperature {guard['temperature']:.3g}"
+             + (f", {guard['temperature_split']:.3g} on the split's models" if "temperature_split" in guard else "")
+             + ")"]
     for part, label in (("seen", "seen users' held-out labels"), ("new", "new users, n = 0-10 labels")):
         m, b = guard["heldout"][part], guard["bt"][part]
         if m.get("n"):

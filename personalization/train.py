@@ -233,7 +233,10 @@ def _fit_guarded(
         population = _fit("bt", data, None, sub, dev, seed) if need_bt else None
     if choice is not None:
         _enc, feats, has_profile, _missing = _profile_matrix(data.user_ids, profiles)
-        apply_choice(model, population, choice, data, feats if model.prior_net is not None else None, has_profile)
+        tau = apply_choice(model, population, choice, data, feats if model.prior_net is not None else None,
+                           has_profile, split_spread=record.get("logit_spread_split"))
+        record["temperature_split"] = record["temperature"]
+        record["temperature"] = round(tau, 4)
     model.info["guard"] = record
     model.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
     model.info["fit_config"] = asdict(config)

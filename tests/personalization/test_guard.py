@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from personalization.artifacts import export_user_model, load_model
-from personalization.guard import _fit_temperature, label_metrics
+from personalization.guard import Choice, _fit_temperature, apply_choice, label_metrics, logit_spread
 from personalization.standalone import load_reward_model
 from personalization.train import PreferenceData, fit
 
@@ -87,6 +87,7 @@ def test_it_records_the_guard_choice_in_the_model_and_its_files(noise_population
     assert set(guard["margin_vs_bt"]) == {"seen", "new"}
     assert guard["margin_vs_bt"]["seen"]["ce"] <= 0.0 + 1e-6 or guard["chosen"] == "bt"
     assert vpl.config.temperature == pytest.approx(guard["temperature"], rel=1e-3)
+    assert 1.0 <= guard["temperature"] <= guard["temperature_split"] and guard["logit_spread_split"] > 0
     assert (vpl.population is not None) == (guard["personal_weight"] < 1.0)
     vpl.save(str(tmp_path / "m"))
     loaded = load_model(str(tmp_path / "m"))
@@ -129,6 +130,21 @@ def test_it_skips_the_guard_with_too_few_users():
     model = fit("vpl", data, profiles, small_config(), seed=0)
     assert "fewer than" in model.info["guard"]["skipped"]
     assert model.population is None and model.config.temperature == 1.0
+
+
+@pytest.mark.parametrize(("split_over_final", "expected"), [(1.25, 1.6), (4.0, 1.0), (0.5, 2.0)])
+def test_it_carries_the_split_temperature_over_at_the_same_confidence_scale(split_over_final, expected):
+    """τ = 2 fitted on a split model whose logits spread 1.25× the final model's: the final model gets
+    τ = 2 / 1.25; never below 1, and never raised when the final model is the more confident one."""
+    data, profiles, _direction, _types = make_data(n_users=8, per_user=16, seed=4)
+    cfg = small_config(guard=False)
+    bt, vpl = fit("bt", data, None, cfg, seed=0), fit("vpl", data, profiles, cfg, seed=0)
+    final = logit_spread(vpl, bt, data, 0.5)
+    assert final > 0
+    tau = apply_choice(vpl, bt, Choice(0.5, 1.0, False, temperature=2.0), data, None,
+                       torch.zeros(len(data.user_ids), dtype=torch.bool), split_spread=split_over_final * final)
+    assert tau == pytest.approx(expected, rel=1e-4)
+    assert vpl.config.temperature == tau and vpl.config.personal_weight == 0.5
 
 
 def test_it_fits_the_temperature_of_known_probabilities():
