@@ -387,6 +387,79 @@ def test_a_reused_client_key_with_an_invalid_body_is_a_conflict_not_a_silent_rep
     assert info.value.judgment.pk == first.pk
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_writes_a_judgment_in_one_statement_all_or_nothing_outside_a_transaction(monkeypatch):
+    """The one-statement judgment (autocommit, as under ASGI): judgment, completed assignment, the pair's
+    count and the annotator's finish together; a duplicate key undoes every part."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(services, "judgment_created_hooks", [])  # in autocommit they would run right away
+
+    study = make_study_with_pairs(3, pairs_per_annotator=2)
+    annotator = Annotator.objects.select_related("study").get(pk=AnnotatorFactory(study=study).pk)
+    first = services.assignment_next(annotator=annotator)
+    with CaptureQueriesContext(connection) as queries:
+        judgment, created = services.judgment_create(
+            annotator=annotator, pair=first.pair, choice="b", client_key="k1", strength=60, rationale=" why ",
+            time_ms=900, dimensions=None,
+        )
+    assert created and not judgment._state.adding
+    assert len(queries) == 1, [q["sql"] for q in queries]
+    stored = Judgment.objects.get(pk=judgment.pk)
+    for field in ("annotator_id", "pair_id", "assignment_id", "choice", "shown_order", "strength", "rationale",
+                  "time_ms", "client_key", "dimensions", "source", "created_at"):
+        assert getattr(stored, field) == getattr(judgment, field), field
+    assert (stored.assignment_id, stored.shown_order, stored.rationale) == (first.pk, first.shown_order, "why")
+    assert Assignment.objects.get(pk=first.pk).completed_at == stored.created_at
+    assert Pair.objects.get(pk=first.pair_id).n_judgments == 1
+    assert Annotator.objects.get(pk=annotator.pk).completed_at is None  # 1 of 2
+
+    second = services.assignment_next(annotator=annotator)
+    with pytest.raises(services.ClientKeyConflict):  # k1 again, for another pair: nothing of it stays
+        services.judgment_create(annotator=annotator, pair=second.pair, choice="a", client_key="k1")
+    assert Assignment.objects.get(pk=second.pk).completed_at is None
+    assert Pair.objects.get(pk=second.pair_id).n_judgments == 0
+    assert Annotator.objects.get(pk=annotator.pk).completed_at is None
+
+    services.judgment_create(annotator=annotator, pair=second.pair, choice="tie", client_key="k2", strength=40)
+    assert Judgment.objects.get(client_key="k2").strength is None  # a tie has no strength
+    assert Annotator.objects.get(pk=annotator.pk).completed_at is not None  # the quota is filled
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_one_judgment_when_two_requests_race_for_one_assignment():
+    import threading
+
+    from django.db import connections
+
+    study = make_study_with_pairs(2, pairs_per_annotator=2)
+    annotator = AnnotatorFactory(study=study)
+    assignment = services.assignment_next(annotator=annotator)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def judge(key: str) -> None:
+        me = Annotator.objects.select_related("study").get(pk=annotator.pk)
+        barrier.wait()
+        try:
+            services.judgment_create(annotator=me, pair=assignment.pair, choice="a", client_key=key)
+            outcomes.append("saved")
+        except ServiceError as exc:
+            outcomes.append(exc.code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=judge, args=(f"k{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["invalid", "invalid", "invalid", "saved"], outcomes
+    assert Judgment.objects.count() == 1
+    assert Pair.objects.get(pk=assignment.pair_id).n_judgments == 1
+
+
 def _claim(annotator: Annotator, pair: Pair) -> Assignment | None:
     return services._claim(
         annotator=annotator, pair_id=pair.pk, shown_order="ab", selector="random", target=annotator.study.overlap_target
