@@ -412,8 +412,16 @@ class JudgmentCreateView(AnnotatorView):
         serializer = JudgmentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        pair = Pair.objects.only("id", "study_id").filter(pk=data.pop("pair_id")).first()
-        if pair is None or pair.study_id != annotator.study_id:
-            raise NotFound("no such pair in your study")
-        judgment, created = services.judgment_create(annotator=annotator, pair=pair, **data)
+        pair_id = data.pop("pair_id")
+        # The pair is not fetched first: the judgment finds an open assignment only for a pair of the
+        # annotator's own study, so a reference to it is enough (one query less per judgment). Whether a
+        # refused pair is in the study at all (404 rather than 400/409) is asked on that failure path only.
+        pair = Pair(id=pair_id, study_id=annotator.study_id)
+        pair._state.adding = False
+        try:
+            judgment, created = services.judgment_create(annotator=annotator, pair=pair, **data)
+        except services.ServiceError:
+            if not Pair.objects.filter(pk=pair_id, study_id=annotator.study_id).exists():
+                raise NotFound("no such pair in your study") from None
+            raise
         return Response(judgment_body(judgment), status=201 if created else 200)
