@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from django.db import connections, router
-from django.db.models import F, Max, Min
+from django.db import router
+from django.db.models import F, Max, Min, QuerySet
 
+from feedback.compiled import Compiled, compile_once
 from feedback.models import Annotator, Pair, Study
 
 
@@ -60,18 +61,9 @@ class RandomSelector:
         if statements is None:
             after, before = (list(qs) for qs in _rank_querysets(annotator, start, limit))
         else:
-            values = {
-                _SENTINELS["study"]: annotator.study.pk,
-                _SENTINELS["target"]: annotator.study.overlap_target,
-                _SENTINELS["annotator"]: annotator.pk,
-                _SENTINELS["start"]: start,
-            }
-            with connections[using].cursor() as cursor:
-                rows = []
-                for sql, params in statements:
-                    cursor.execute(sql, [_bind(p, values) for p in params])
-                    rows.append([tuple(row) for row in cursor.fetchall()])
-            after, before = rows
+            values = {"study": annotator.study.pk, "target": annotator.study.overlap_target,
+                      "annotator": annotator.pk, "start": start}
+            after, before = (scan.tuples(**values) for scan in statements)
         # Stable merge: fewest claimed slots first, then in rotation order from the random start.
         merged = sorted(after + before, key=lambda row: row[0])
         return [pair_id for _, pair_id in merged[:limit]]
@@ -86,44 +78,24 @@ def _rank_querysets(annotator: Annotator, start: int, limit: int):
     )
 
 
-# Stand-ins for the four values that vary per call (within every column's range, or Django would drop the
-# lookup as impossible); the compiled SQL's params are looked up by them.
-_SENTINELS = {"study": 2_000_000_001, "target": 2_000_000_002, "annotator": 2_000_000_003, "start": 2_000_000_004}
-_rank_sql: dict[tuple[str, int], list[tuple[str, list]] | None] = {}
-
-
-def _is_sentinel(param: Any) -> bool:
-    return isinstance(param, int) and not isinstance(param, bool) and int(param) in _SENTINELS.values()
-
-
-def _bind(param: Any, values: dict[int, int]) -> Any:
-    """The call's value in a sentinel's place, as the same type (psycopg's Int4 for an integer column)."""
-    return type(param)(values[int(param)]) if _is_sentinel(param) else param
-
-
-def _rank_statements(using: str, limit: int) -> list[tuple[str, list]] | None:
-    """The rank scans' SQL, compiled once per process, database and limit (None: use the ORM each time).
+def _rank_statements(using: str, limit: int) -> tuple[Compiled, Compiled] | None:
+    """The rank scans compiled once per process, database and limit (None: use the ORM each time).
 
     Building and compiling these two querysets (eligible_pairs' exclude is a subquery) cost several times
     the CPU of running them, on every claim (benchmarks/judgment_cpu_bench.py). Their SQL depends only on
-    the models and `limit`, so it is generated once from the very same querysets — built by eligible_pairs
-    for a stand-in annotator whose ids are sentinels — and then run with the call's values in the sentinels'
-    places. If a sentinel does not come out as exactly one parameter, the ORM builds the queries every time.
+    the models and `limit`, so it is generated once from the very same querysets (feedback.compiled), built
+    by eligible_pairs for a stand-in annotator whose ids are sentinels.
     """
-    key = (using, limit)
-    if key not in _rank_sql:
-        stand_in = Annotator(
-            pk=_SENTINELS["annotator"],
-            study=Study(pk=_SENTINELS["study"], overlap_target=_SENTINELS["target"]),
-        )
-        built: list[tuple[str, list]] = []
-        for qs in _rank_querysets(stand_in, _SENTINELS["start"], limit):
-            sql, params = qs.query.get_compiler(using).as_sql()  # compiled for that database's backend
-            built.append((sql, list(params)))
-        found = [int(p) for _, params in built for p in params if _is_sentinel(p)]
-        # Each varying value exactly once per scan, or the substitution could not be trusted: the ORM path.
-        _rank_sql[key] = built if sorted(found) == sorted(list(_SENTINELS.values()) * 2) else None
-    return _rank_sql[key]
+    def scan(which: int) -> Callable[[Mapping[str, int]], QuerySet[Any, Any]]:
+        def build(s: Mapping[str, int]) -> QuerySet[Any, Any]:
+            stand_in = Annotator(pk=s["annotator"], study=Study(pk=s["study"], overlap_target=s["target"]))
+            return _rank_querysets(stand_in, s["start"], limit)[which]
+        return build
+
+    expected = ["study", "target", "annotator", "start"]
+    after = compile_once(f"rank-after-{limit}", using, scan(0), expected)
+    before = compile_once(f"rank-before-{limit}", using, scan(1), expected)
+    return (after, before) if after is not None and before is not None else None
 
 
 _bounds: dict[int, tuple[float, tuple[int, int]]] = {}

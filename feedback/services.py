@@ -7,7 +7,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +21,7 @@ from django.db.models import Count, F, Func, Min, Q, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.text import slugify
 
+from feedback.compiled import compile_once
 from feedback.importers import ImportPlan, ParsedPrompt, as_file, content_digest, iter_import, validate_import
 from feedback.models import (
     Annotator,
@@ -429,6 +430,48 @@ def annotator_quota_left(annotator: Annotator) -> int:
 _PAIR_CONTENT = ("prompt", "candidate_a", "candidate_b")
 
 
+# The annotation loop's fixed-shape reads, compiled once per process (feedback.compiled): each is the
+# queryset the ORM would run, for sentinel values.
+def _progress_queryset(s: Mapping[str, int]) -> QuerySet[Any, Any]:
+    """(open assignment id, judged count) of one annotator: one aggregate over their own assignments."""
+    return (
+        Assignment.objects.filter(annotator_id=s["annotator"]).order_by().values("annotator_id")
+        .annotate(open_id=Min("id", filter=Q(completed_at__isnull=True, released_at__isnull=True)),
+                  done=Count("id", filter=Q(completed_at__isnull=False)))
+        .values_list("open_id", "done")
+    )
+
+
+def _open_assignment_queryset(s: Mapping[str, int]) -> QuerySet[Any, Any]:
+    return Assignment.objects.select_related(*(f"pair__{f}" for f in _PAIR_CONTENT)).filter(id=s["id"])
+
+
+def _pair_content_queryset(s: Mapping[str, int]) -> QuerySet[Any, Any]:
+    return Pair.objects.select_related(*_PAIR_CONTENT).filter(id=s["id"])
+
+
+def _read(name: str, build: Callable[[Mapping[str, int]], QuerySet[Any, Any]], model: type[Any],
+          objects: bool, **values: int) -> list[Any]:
+    """Run a hot-path read compiled once, or through the ORM where it cannot be compiled."""
+    compiled = compile_once(name, router.db_for_read(model), build, list(values))
+    if compiled is not None:
+        return compiled.objects(**values) if objects else compiled.tuples(**values)
+    return list(build(values))
+
+
+def _annotator_progress(annotator: Annotator) -> tuple[int | None, int]:
+    rows = _read("progress", _progress_queryset, Assignment, False, annotator=annotator.pk)
+    return (rows[0][0], rows[0][1]) if rows else (None, 0)
+
+
+def _pair_with_content(pair_id: int) -> Pair:
+    """The pair with its prompt and both candidates (what the annotator is shown)."""
+    found = _read("pair-content", _pair_content_queryset, Pair, True, id=pair_id)
+    if not found:
+        raise Pair.DoesNotExist(f"pair {pair_id}")
+    return found[0]
+
+
 class _SlotTaken(Exception):
     """The pair filled up between ranking and claiming: roll the claim's INSERT back."""
 
@@ -523,7 +566,7 @@ def _quality_check_next(*, annotator: Annotator, study: Study, rng: random.Rando
                     )
             except IntegrityError:  # a second tab took it a moment ago
                 return None
-            assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=assignment.pair_id)
+            assignment.pair = _pair_with_content(assignment.pair_id)
             return assignment
         return None
     if draw < study.gold_rate + study.repeat_rate:
@@ -543,7 +586,7 @@ def _quality_check_next(*, annotator: Annotator, study: Study, rng: random.Rando
             assignment = Assignment.objects.create(
                 annotator=annotator, pair_id=pair_id, shown_order=swapped, is_repeat=True, selector="repeat"
             )
-            assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=pair_id)
+            assignment.pair = _pair_with_content(pair_id)
             return assignment
     return None
 
@@ -583,19 +626,11 @@ def assignment_next_with_progress(
     The open assignment and the judged count come from one aggregate over the annotator's own assignments.
     """
     study = annotator.study
-    state = Assignment.objects.filter(annotator=annotator).aggregate(
-        open_id=Min("id", filter=Q(completed_at__isnull=True, released_at__isnull=True)),
-        done=Count("id", filter=Q(completed_at__isnull=False)),
-    )
-    done: int = state["done"]
-    if state["open_id"] is not None:
-        open_one = (
-            Assignment.objects.select_related(*(f"pair__{f}" for f in _PAIR_CONTENT))
-            .filter(id=state["open_id"])
-            .first()
-        )
-        if open_one is not None:
-            return open_one, done
+    open_id, done = _annotator_progress(annotator)
+    if open_id is not None:
+        found = _read("open-assignment", _open_assignment_queryset, Assignment, True, id=open_id)
+        if found:
+            return found[0], done
     if not study.is_open() or study.pairs_per_annotator <= done:
         return None, done
     rng = rng or random.Random()
@@ -614,7 +649,7 @@ def assignment_next_with_progress(
             )
             if assignment is not None:
                 # The claim's pair with what the caller shows (the INSERT did not load it).
-                assignment.pair = Pair.objects.select_related(*_PAIR_CONTENT).get(id=pair_id)
+                assignment.pair = _pair_with_content(pair_id)
                 return assignment, done
         if attempt == 0 and not _release_stale_assignments(study):
             break

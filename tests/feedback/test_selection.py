@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedback import selection, services
+from feedback import compiled, selection, services
 from feedback.models import Annotator, Pair
 from tests.factories import AnnotatorFactory, make_study_with_pairs
 
@@ -42,9 +42,11 @@ def test_it_ranks_with_the_compiled_scans_exactly_as_with_the_orm(ranked_study, 
 def test_it_compiles_the_scans_once_with_every_varying_value_a_parameter():
     statements = selection._rank_statements("default", 20)
     assert statements is not None and len(statements) == 2
-    assert statements is selection._rank_statements("default", 20)
-    for _, params in statements:
-        assert sorted(int(p) for p in params if selection._is_sentinel(p)) == sorted(selection._SENTINELS.values())
+    again = selection._rank_statements("default", 20)
+    assert again is not None and all(a is b for a, b in zip(statements, again, strict=True))
+    for scan in statements:
+        assert sorted(int(p) for p in scan.params if compiled.is_sentinel(p)) == sorted(
+            compiled.SENTINELS[k] for k in ("study", "target", "annotator", "start"))
 
 
 def test_it_falls_back_to_the_orm_when_the_scans_cannot_be_compiled(ranked_study, monkeypatch):
