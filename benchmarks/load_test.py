@@ -292,6 +292,7 @@ class Stats:
     next_pair_ms: list[float] = field(default_factory=list)
     judgment_ms: list[float] = field(default_factory=list)
     judgments: int = 0
+    acknowledged: set[int] = field(default_factory=set)  # judgment ids the server answered 201 for
     joined: int = 0  # annotators past their join call (failed joins count too: they will not start)
     finished: int = 0  # annotators that got 204 (nothing left)
     errors: dict[str, int] = field(default_factory=dict)
@@ -338,6 +339,7 @@ async def annotator(
             stats.judgment_ms.append((time.perf_counter() - t2) * 1000)
             if resp.status_code == 201:
                 stats.judgments += 1
+                stats.acknowledged.add(int(resp.json()["id"]))
             else:
                 stats.error(f"judgment {resp.status_code}")
             i += 1
@@ -386,6 +388,7 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace, meter: Cpu
         "judgment_ms": _summary(stats.judgment_ms),
         "annotators_out_of_pairs": stats.finished,
         "errors": stats.errors,
+        "acknowledged_ids": stats.acknowledged,
         "load_generator_cpu_s": round(cpu, 1),
         "server_cpu_s": used["server"] if meter.server_pgid else None,
         "postgres_cpu_s": used["postgres"],
@@ -395,6 +398,38 @@ async def run_load(url: str, study_id: int, args: argparse.Namespace, meter: Cpu
             "postgres": per_judgment["postgres"],
         },
         "load_average_1m_at_end": round(os.getloadavg()[0], 1),
+    }
+
+
+def count_stored(study, acknowledged: set[int]) -> dict:
+    """What the database holds after the run against what the clients were told: every acknowledged
+    judgment stored (lost = 0), none stored twice (per annotator and pair, or per client key), and no pair
+    judged or assigned past its overlap."""
+    from django.db.models import Count
+
+    from feedback.models import Assignment, Judgment, Pair
+
+    stored = set(Judgment.objects.filter(pair__study=study).values_list("id", flat=True))
+    twice = (
+        Judgment.objects.filter(pair__study=study).values("annotator_id", "pair_id")
+        .annotate(n=Count("id")).filter(n__gt=1).count()
+    )
+    keys_twice = (
+        Judgment.objects.filter(pair__study=study).values("annotator_id", "client_key")
+        .annotate(n=Count("id")).filter(n__gt=1).count()
+    )
+    over = Pair.objects.filter(study=study, n_judgments__gt=study.overlap_target).count()
+    live = (
+        Assignment.objects.filter(pair__study=study, released_at__isnull=True).values("pair_id")
+        .annotate(n=Count("id")).filter(n__gt=study.overlap_target).count()
+    )
+    return {
+        "acknowledged": len(acknowledged),
+        "stored": len(stored),
+        "lost": len(acknowledged - stored),
+        "stored_not_acknowledged": len(stored - acknowledged),
+        "duplicated": twice + keys_twice,
+        "pairs_over_overlap": over + live,
     }
 
 
@@ -443,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"at {url}, " + ("connection pool" if args.pool else f"DB_CONN_MAX_AGE={args.conn_max_age}")
             )
         result = asyncio.run(run_load(url, study.pk, args, CpuMeter(proc.pid if proc else None)))
+        result["integrity"] = count_stored(study, result.pop("acknowledged_ids"))
     finally:
         if proc is not None:
             stop_server(proc)
@@ -462,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if not result["errors"] else 1
+    bad = result["integrity"]["lost"] or result["integrity"]["duplicated"] or result["integrity"]["pairs_over_overlap"]
+    return 0 if not result["errors"] and not bad else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ from feedback.serializers import (
     StudyJudgmentSerializer,
     StudySerializer,
     judgment_body,
+    judgment_create_data,
     next_pair_body,
 )
 
@@ -409,9 +410,11 @@ class JudgmentCreateView(AnnotatorView):
     )
     def post(self, request):
         annotator = _get_annotator(request)
-        serializer = JudgmentCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = judgment_create_data(request.data)  # the serializer's result for a plainly valid body
+        if data is None:
+            serializer = JudgmentCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
         pair_id = data.pop("pair_id")
         # The pair is not fetched first: the judgment finds an open assignment only for a pair of the
         # annotator's own study, so a reference to it is enough (one query less per judgment). Whether a

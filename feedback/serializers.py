@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -279,6 +280,44 @@ class JudgmentCreateSerializer(serializers.Serializer):
         max_length=64,
         help_text="Idempotency key: resending the same key returns the stored judgment.",
     )
+
+
+_CHOICES = frozenset(Judgment.Choice.values)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _plain_int(value: Any, lo: int, hi: int) -> bool:
+    return type(value) is int and lo <= value <= hi
+
+
+def _plain_text(value: Any, max_length: int) -> bool:
+    """A str DRF's CharField keeps as is, but for trimming: no NUL and no surrogate characters."""
+    return (isinstance(value, str) and len(value.strip()) <= max_length and "\x00" not in value
+            and _SURROGATE.search(value) is None)
+
+
+def judgment_create_data(data: Any) -> dict[str, Any] | None:
+    """JudgmentCreateSerializer(data=data).validated_data for a body that plainly passes it, without the
+    serializer; None for anything else (the caller then runs the serializer, for its coercions and errors).
+
+    Building and running the serializer's seven fields cost ~7 % of the annotation loop's CPU
+    (benchmarks/judgment_cpu_bench.py), while real clients send exactly-typed JSON. "Plainly passes" is
+    narrower than the serializer: only exact types (no "5" for 5, no 5.0), every value within its field's
+    bounds; tests/feedback/test_serializers.py checks both agree on valid and invalid bodies."""
+    if not isinstance(data, dict):
+        return None
+    pair_id, choice, client_key = data.get("pair_id"), data.get("choice"), data.get("client_key", "")
+    strength, time_ms = data.get("strength"), data.get("time_ms")
+    rationale, dimensions = data.get("rationale", ""), data.get("dimensions", {})
+    if not (_plain_int(pair_id, 1, 2**63 - 1) and isinstance(choice, str) and choice in _CHOICES
+            and (strength is None or _plain_int(strength, 1, 100))
+            and (time_ms is None or _plain_int(time_ms, 0, 86_400_000))
+            and _plain_text(rationale, 5000) and _plain_text(client_key, 64) and client_key.strip()
+            and type(dimensions) is dict
+            and all(isinstance(k, str) and isinstance(v, str) and v in _CHOICES for k, v in dimensions.items())):
+        return None
+    return {"pair_id": pair_id, "choice": choice, "strength": strength, "dimensions": dict(dimensions),
+            "rationale": rationale.strip(), "time_ms": time_ms, "client_key": client_key.strip()}
 
 
 class JudgmentSerializer(serializers.ModelSerializer):

@@ -93,3 +93,35 @@ def test_the_dashboard_serves_and_warns_when_redis_is_down(client, study, resear
     assert "task broker is unreachable" in response.content.decode()
     api = _researcher_client(researcher).get(f"/api/v1/studies/{study.pk}/dashboard/")
     assert api.status_code == 200
+
+
+def test_it_publishes_judgments_from_one_thread_of_its_own_and_warns_when_it_cannot(dead_broker, caplog):
+    import threading
+
+    threads: list[int] = []
+
+    def send() -> None:
+        threads.append(threading.get_ident())
+
+    pending = [broker.publish_soon(send, what=f"message {i}") for i in range(3)]
+    assert all(p is not None and p.result(timeout=10) is True for p in pending)
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()  # not the request's thread
+
+    def refused() -> None:
+        raise ConnectionError("refused")
+
+    told: list[str] = []
+    failed = broker.publish_soon(refused, what="judgment 7", on_failure=lambda: told.append("7"))
+    broker.wait_published()
+    assert failed is not None and failed.done() and failed.result() is False
+    assert broker.broker_down() and told == ["7"]
+    assert "could not enqueue judgment 7" in caplog.text
+
+
+def test_it_publishes_at_once_in_process_mode(settings):
+    from config.celery import app
+
+    assert app.conf.task_always_eager  # the test settings' in-process mode
+    calls: list[int] = []
+    assert broker.publish_soon(lambda: calls.append(1), what="eager") is None
+    assert calls == [1]

@@ -289,6 +289,7 @@ def test_judgments_save_during_a_broker_outage_and_catch_up_later(trained_study,
     caplog.set_level(logging.INFO, logger="training.broker")
     started = time.monotonic()
     lost = [_judge(ann, f"outage-{i}") for i in range(2)]
+    broker.wait_published()  # the hook hands the publish to the process's publishing thread
     outage_seconds = time.monotonic() - started
     assert Judgment.objects.filter(pk__in=[j.pk for j in lost]).count() == 2  # saved regardless
     assert sum("could not enqueue training" in r.getMessage() for r in caplog.records) == 2
