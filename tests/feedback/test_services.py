@@ -105,6 +105,18 @@ def test_it_runs_import_hooks_after_commit(django_capture_on_commit_callbacks, m
     assert seen == [study]
 
 
+def test_it_refreshes_the_planner_statistics_of_pairs_after_an_import(django_capture_on_commit_callbacks,
+                                                                      monkeypatch):
+    """A new study is unknown to PostgreSQL's statistics until an ANALYZE; the rank scan's plan needs them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(services, "study_imported_hooks", [])
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        services.study_import(study=StudyFactory(), data=_rows(2))
+    assert queries[-1]["sql"] == 'ANALYZE "feedback_pair"'
+
+
 # --- study_set_status ---------------------------------------------------------------------------
 
 
