@@ -56,11 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlap", type=int, default=3, help="study overlap target (default 3)")
     p.add_argument(
         "--server",
-        choices=["uvicorn", "daphne"],
+        choices=["uvicorn", "daphne", "gunicorn"],
         default=None,
         help="ASGI server to start (default: uvicorn if installed, else daphne)",
     )
-    p.add_argument("--workers", type=int, default=2, help="server worker processes (uvicorn only; default 2)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="server worker processes (uvicorn, gunicorn; default 2)")
+    p.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker (default 16)")
     p.add_argument("--port", type=int, default=0, help="port to start the server on (default: a free one)")
     p.add_argument(
         "--conn-max-age",
@@ -196,6 +198,15 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
             "warning",
             "--lifespan",
             "off",
+        ]
+    elif args.server == "gunicorn":
+        # WSGI for HTTP (websockets would go to the ASGI app beside it): threads that live as long as the
+        # worker, so per-thread state (connections, Celery's backend) outlives a request.
+        cmd = [
+            py, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(args.workers), "--worker-class", "gthread", "--threads", str(args.threads),
+            # the clients hold their connection open while everyone joins (gunicorn's default: 2 s)
+            "--keep-alive", "75", "--log-level", "warning",
         ]
     else:
         if args.workers > 1:
@@ -474,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             proc, url = start_server(args)
             print(
-                f"started {args.server} ({args.workers if args.server == 'uvicorn' else 1} worker(s)) "
+                f"started {args.server} ({args.workers if args.server != 'daphne' else 1} worker(s)) "
                 f"at {url}, " + ("connection pool" if args.pool else f"DB_CONN_MAX_AGE={args.conn_max_age}")
             )
         result = asyncio.run(run_load(url, study.pk, args, CpuMeter(proc.pid if proc else None)))
@@ -488,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(
         {
             "server": "external" if args.url else args.server,
-            "workers": None if args.url else (args.workers if args.server == "uvicorn" else 1),
+            "workers": None if args.url else (args.workers if args.server in ("uvicorn", "gunicorn") else 1),
             "conn_max_age": None if args.url or args.pool else args.conn_max_age,
             "pool": bool(args.pool and not args.url),
             "pairs": n_pairs,

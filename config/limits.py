@@ -1,6 +1,6 @@
 """Input limits in front of the views.
 
-BodySizeLimit wraps the ASGI app: a body larger than the path's limit is refused with 413 before it is read
+BodySizeLimit wraps the ASGI app (WSGIBodySizeLimit the WSGI app, the same rule): a body larger than the path's limit is refused with 413 before it is read
 (by its Content-Length) or as soon as the bytes counted so far pass the limit (a body sent without one).
 Django's ASGI handler would otherwise spool the whole body to disk first, for anonymous callers too.
 
@@ -11,6 +11,7 @@ JSON bodies get the same rules in feedback.parsers.StrictJSONParser.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
@@ -70,13 +71,7 @@ class BodySizeLimit:
 
 
 async def _refuse(scope, send, limit: int) -> None:
-    message = f"the request body is larger than {limit} bytes"
-    if scope.get("path", "").startswith("/api/"):
-        body = json.dumps({"detail": "request body too large", "errors": {"body": message}}).encode()
-        content_type = b"application/json"
-    else:
-        body = f"Request body too large: {message}.".encode()
-        content_type = b"text/plain; charset=utf-8"
+    body, content_type = _too_large(scope.get("path", ""), limit)
     await send({
         "type": "http.response.start",
         "status": 413,
@@ -84,6 +79,43 @@ async def _refuse(scope, send, limit: int) -> None:
                     (b"connection", b"close")],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(path: str, limit: int) -> tuple[bytes, bytes]:
+    """The 413's body and content type: JSON under /api/, plain text elsewhere."""
+    message = f"the request body is larger than {limit} bytes"
+    if path.startswith("/api/"):
+        return json.dumps({"detail": "request body too large", "errors": {"body": message}}).encode(), b"application/json"
+    return f"Request body too large: {message}.".encode(), b"text/plain; charset=utf-8"
+
+
+class WSGIBodySizeLimit:
+    """BodySizeLimit for the WSGI app (config/wsgi.py, HTTP under gunicorn): a body larger than the path's
+    limit is refused with the same 413 before Django reads it — by its Content-Length, or, sent without one
+    (chunked), by reading at most one byte past the limit."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        limit = body_limit(path)
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            return self._refuse(path, limit, start_response)
+        if not declared and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body = environ["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                return self._refuse(path, limit, start_response)
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _refuse(path: str, limit: int, start_response):
+        body, content_type = _too_large(path, limit)
+        start_response("413 Request Entity Too Large", [
+            ("Content-Type", content_type.decode()), ("Content-Length", str(len(body))), ("Connection", "close")])
+        return [body]
 
 
 def _problems(request: HttpRequest) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The request-body cap in front of the ASGI app (config.limits.BodySizeLimit)."""
+"""The request-body cap in front of the ASGI app (config.limits.BodySizeLimit) and the WSGI app."""
 
 from __future__ import annotations
 
@@ -90,3 +90,90 @@ def test_it_serves_a_small_body_normally(study):
     body = json.dumps({"external_id": "ASGI-1"}).encode()
     status, data, _ = _post(application, f"/api/v1/studies/{study.pk}/join/", [body], content_length=len(body))
     assert status == 201 and json.loads(data)["resume_token"]
+
+
+# --- the same cap in front of the WSGI app (config/wsgi.py, HTTP under gunicorn) -------------------------
+
+
+class _Inner:
+    def __init__(self):
+        self.bodies: list[bytes] = []
+
+    def __call__(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        self.bodies.append(environ["wsgi.input"].read(length))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+class _Stream:
+    """A request body that counts what is read of it."""
+
+    def __init__(self, size: int):
+        self.size, self.read_bytes = size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.read_bytes if n < 0 else min(n, self.size - self.read_bytes)
+        self.read_bytes += n
+        return b"x" * n
+
+
+def _wsgi_post(app, path: str, stream, content_length: str | None, chunked: bool = False):
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "wsgi.input": stream}
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = content_length
+    if chunked:
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    got = {}
+
+    def start_response(status, headers):
+        got["status"], got["headers"] = status, dict(headers)
+
+    body = b"".join(app(environ, start_response))
+    return got["status"], got["headers"], body
+
+
+@pytest.mark.parametrize("declared", [str(GIGABYTE), "12x"])
+def test_it_refuses_a_declared_oversized_wsgi_body_before_reading_it(declared):
+    from config.limits import WSGIBodySizeLimit
+
+    inner, stream = _Inner(), _Stream(10)
+    status, headers, body = _wsgi_post(WSGIBodySizeLimit(inner), "/api/v1/studies/3/join/", stream, declared)
+    assert status.startswith("413") and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["detail"] == "request body too large"
+    assert inner.bodies == [] and stream.read_bytes == 0
+
+
+def test_it_reads_a_chunked_wsgi_body_only_one_byte_past_the_limit():
+    from config.limits import WSGIBodySizeLimit, body_limit
+
+    limit = body_limit("/studies/3/join/")
+    inner, stream = _Inner(), _Stream(GIGABYTE)
+    status, headers, body = _wsgi_post(WSGIBodySizeLimit(inner), "/studies/3/join/", stream, None, chunked=True)
+    assert status.startswith("413") and headers["Content-Type"].startswith("text/plain")
+    assert stream.read_bytes == limit + 1 and inner.bodies == []
+    small = _Stream(limit)  # at the limit: passed on whole, with its length
+    status, _headers, body = _wsgi_post(WSGIBodySizeLimit(inner), "/studies/3/join/", small, None, chunked=True)
+    assert status.startswith("200") and inner.bodies == [b"x" * limit]
+
+
+@pytest.mark.django_db
+def test_the_wsgi_app_serves_the_api_behind_the_cap(settings):
+    from io import BytesIO
+
+    from config.wsgi import application
+
+    settings.CHORUS_MAX_REQUEST_BYTES = 1000
+    base = {"SERVER_NAME": "testserver", "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_HOST": "testserver",
+            "CONTENT_TYPE": "application/json"}
+    got: dict = {}
+
+    def call(method: str, path: str, body: bytes) -> bytes:
+        environ = {**base, "REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": BytesIO(body),
+                   "CONTENT_LENGTH": str(len(body))}
+        return b"".join(application(environ, lambda status, headers: got.update(status=status)))
+
+    assert json.loads(call("POST", "/api/v1/studies/3/join/", b"{}" * 600))["detail"] == "request body too large"
+    assert got["status"].startswith("413")
+    call("GET", "/api/v1/me/", b"")
+    assert got["status"].startswith("401")  # Django behind it answers as usual
