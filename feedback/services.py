@@ -490,7 +490,19 @@ class _SlotTaken(Exception):
     """The pair filled up between ranking and claiming: roll the claim's INSERT back."""
 
 
-@functools.cache
+_VENDOR_SQL: dict[tuple[str, str], str | None] = {}
+
+
+def _statement(build: Callable[[str, Callable[[str], str]], str | None], connection: Any) -> str | None:
+    """``build``'s statement for this connection's database, built once per process and vendor. Not a
+    functools.cache over the connection's quote_name: under ASGI every request has a connection object of
+    its own, so such a cache missed on every call and kept every request's connection alive."""
+    key = (build.__name__, connection.vendor)
+    if key not in _VENDOR_SQL:
+        _VENDOR_SQL[key] = build(connection.vendor, connection.ops.quote_name)
+    return _VENDOR_SQL[key]
+
+
 def _claim_sql(vendor: str, quote: Callable[[str], str]) -> str | None:
     """The claim as one statement (PostgreSQL): take the slot and insert the assignment, both or neither.
 
@@ -526,7 +538,7 @@ def _claim(
     UPDATE matches no row) rolls the INSERT back.
     """
     connection = transaction.get_connection(router.db_for_write(Assignment))
-    sql = _claim_sql(connection.vendor, connection.ops.quote_name)
+    sql = _statement(_claim_sql, connection)
     if sql is not None:
         now = timezone.now()
         try:
@@ -747,7 +759,6 @@ def clean_dimensions(study: Study, dimensions: dict[str, str] | None) -> dict[st
     return cleaned
 
 
-@functools.cache
 def _judge_sql(vendor: str, quote: Callable[[str], str]) -> str | None:
     """The judgment write as one statement (PostgreSQL): lock the open assignment (with the judged count the
     quota check needs), insert the judgment, complete the assignment, count it on the pair, and finish the
@@ -857,7 +868,7 @@ def judgment_create(
     if choice in Judgment.UNDIRECTED:
         strength = None  # a tie or "both bad" has no direction, so no strength
     connection = transaction.get_connection(router.db_for_write(Judgment))
-    sql = _judge_sql(connection.vendor, connection.ops.quote_name)
+    sql = _statement(_judge_sql, connection)
     try:
         if sql is not None:
             fields = {"choice": choice, "strength": strength, "rationale": rationale.strip(), "time_ms": time_ms,

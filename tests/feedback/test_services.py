@@ -506,3 +506,28 @@ def test_it_keeps_the_callers_transaction_usable_after_a_duplicate_claim():
     assert _claim(annotator, pair) is not None
     assert _claim(annotator, pair) is None  # in the test's transaction: a savepoint around the statement
     assert Pair.objects.get(pk=pair.pk).n_assigned == 1  # the transaction still works
+
+
+def test_it_builds_the_one_statement_sql_once_per_vendor_not_per_connection():
+    """Every ASGI request has a connection object of its own: the statements must not be rebuilt (or kept)
+    per connection."""
+    import threading
+
+    from django.db import connections
+
+    services._VENDOR_SQL.clear()
+    seen: list[tuple[str | None, str | None]] = []
+
+    def build() -> None:
+        try:
+            conn = connections["default"]
+            seen.append((services._statement(services._judge_sql, conn), services._statement(services._claim_sql, conn)))
+        finally:
+            connections.close_all()
+
+    for _ in range(3):
+        thread = threading.Thread(target=build)
+        thread.start()
+        thread.join()
+    assert len(seen) == 3 and len(set(seen)) == 1 and all(seen[0])
+    assert len(services._VENDOR_SQL) == 2
